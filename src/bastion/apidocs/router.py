@@ -1,0 +1,51 @@
+"""Interactive docs served from installed files: no CDN, so they work offline and the docs
+CSP can forbid every other host."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+DOCS_PATH = "/docs"
+_INIT_SCRIPT = (files("bastion.apidocs") / "swagger-init.js").read_bytes()
+_PAGE = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>bastion API</title>
+<link rel="stylesheet" href="{DOCS_PATH}/static/swagger-ui.css">
+<link rel="icon" type="image/png" href="{DOCS_PATH}/static/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{DOCS_PATH}/static/swagger-ui-bundle.js"></script>
+<script src="{DOCS_PATH}/swagger-init.js"></script>
+</body>
+</html>
+"""
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get(DOCS_PATH)
+async def docs_page() -> HTMLResponse:
+    return HTMLResponse(_PAGE)
+
+
+@router.get(f"{DOCS_PATH}/swagger-init.js")
+async def docs_init_script() -> Response:
+    return Response(_INIT_SCRIPT, media_type="text/javascript")
+
+
+def mount_docs(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount(
+        f"{DOCS_PATH}/static",
+        StaticFiles(directory=Path(str(swagger_ui_path))),
+        name="docs-static",
+    )

@@ -1,0 +1,140 @@
+"""The ``bastion`` command: serve, migrate, check, openapi."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from bastion.config import Settings, insecure_findings
+from bastion.logs import configure_logging
+from bastion.storage import Database
+from bastion.storage.migrate import current_revision, head_revision, upgrade_to_head
+
+cli = typer.Typer(
+    name="bastion",
+    help="A secure-by-default API service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; an invalid or refused configuration exits 2, legibly."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = [
+            f"{'.'.join(str(part) for part in e['loc']) or 'configuration'}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        ]
+        raise _fail("bastion: invalid configuration\n" + "\n".join(lines), code=2) from None
+
+
+async def _migrate(settings: Settings) -> str | None:
+    database = Database.from_settings(settings)
+    try:
+        await upgrade_to_head(database.engine)
+        return await current_revision(database.engine)
+    finally:
+        await database.dispose()
+
+
+async def _pending_migrations(settings: Settings) -> bool | None:
+    """True when the schema is behind; None when the database does not answer."""
+    database = Database.from_settings(settings)
+    try:
+        if not await database.ping():
+            return None
+        return await current_revision(database.engine) != head_revision()
+    finally:
+        await database.dispose()
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply every pending migration to the configured database."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    revision = asyncio.run(_migrate(settings))
+    typer.echo(f"database at revision {revision}")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    ssl_certfile: Annotated[str | None, typer.Option(help="PEM certificate chain.")] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(help="PEM private key.")] = None,
+) -> None:
+    """Serve the API (migrating the embedded SQLite database first)."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise _fail("bastion: --ssl-certfile and --ssl-keyfile go together", code=2)
+    if settings.uses_embedded_database:
+        asyncio.run(_migrate(settings))
+    else:
+        pending = asyncio.run(_pending_migrations(settings))
+        if pending:
+            raise _fail("bastion: the database schema is behind; run `bastion migrate` first")
+    trusted = settings.trusted_proxies
+    uvicorn.run(
+        "bastion.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        # Forwarded headers are believed only from configured proxies, never by default.
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or [],
+        server_header=False,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+
+
+@cli.command()
+def check(
+    deploy: Annotated[
+        bool, typer.Option("--deploy", help="Judge the configuration as production would.")
+    ] = False,
+) -> None:
+    """Report insecure configuration; exit non-zero on any finding."""
+    settings = load_settings()
+    findings = insecure_findings(settings, deploy=deploy or settings.is_production)
+    for finding in findings:
+        typer.echo(str(finding))
+    if findings:
+        raise typer.Exit(1)
+    typer.echo("no insecure settings found")
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the OpenAPI document."""
+    from bastion.app import create_app  # noqa: PLC0415 (the app is only needed here)
+
+    json.dump(create_app(load_settings()).openapi(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def main() -> None:
+    cli()

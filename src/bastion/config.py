@@ -1,0 +1,212 @@
+"""Settings read from ``BASTION_*`` environment variables (or a ``.env`` file).
+
+Production refuses to start on an insecure configuration: the same findings that
+``bastion check`` prints become a validation error, so a misconfigured deployment fails
+loudly at start instead of serving with weak settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+SQLITE_FILE_NAME = "bastion.sqlite3"
+MIN_HS256_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One insecure setting: the variable to change and why."""
+
+    setting: str
+    message: str
+    production_only: bool
+
+    def __str__(self) -> str:
+        return f"{self.setting}: {self.message}"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; defaults are the embedded development set-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BASTION_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".bastion")
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    issuer: str = "http://127.0.0.1:8000"
+    audience: str = "bastion"
+    jwt_algorithm: Literal["EdDSA", "ES256", "RS256", "HS256"] = "EdDSA"
+    jwt_secret: SecretStr | None = None
+    access_token_ttl: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl: int = Field(default=1_209_600, ge=60, le=31_536_000)
+    rate_limits_enabled: bool = True
+    rate_limit_default: str = "600/minute"
+    rate_limit_login: str = "10/minute"
+    lockout_threshold: int = Field(default=5, ge=1, le=1000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1, le=1_073_741_824)
+    trusted_proxies: CommaList = Field(default_factory=list)
+    cors_origins: CommaList = Field(default_factory=list)
+    allowed_hosts: CommaList = Field(default_factory=lambda: ["127.0.0.1", "localhost"])
+    https_redirect: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    database_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("trusted_proxies", "cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or CIDR: {entry!r}") from None
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _valid_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+        return value
+
+    @field_validator("issuer")
+    @classmethod
+    def _valid_issuer(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.env == "production":
+            found = insecure_findings(self, deploy=True)
+            if found:
+                lines = "\n".join(f"  - {finding}" for finding in found)
+                raise ValueError(f"refusing to start in production:\n{lines}")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / SQLITE_FILE_NAME
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL; the embedded default is a SQLite file in the data dir."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{self.sqlite_path.resolve()}"
+
+
+def insecure_findings(settings: Settings, *, deploy: bool) -> list[Finding]:
+    """Every insecure setting; with ``deploy`` also those only refused in production."""
+    found = [
+        *_token_findings(settings),
+        *_network_findings(settings),
+    ]
+    if deploy:
+        return found
+    return [finding for finding in found if not finding.production_only]
+
+
+def _token_findings(settings: Settings) -> list[Finding]:
+    found: list[Finding] = []
+    if settings.jwt_algorithm == "HS256":
+        secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+        if len(secret.encode()) < MIN_HS256_SECRET_BYTES:
+            found.append(
+                Finding(
+                    "BASTION_JWT_SECRET",
+                    f"HS256 needs a random secret of at least {MIN_HS256_SECRET_BYTES} bytes",
+                    production_only=False,
+                )
+            )
+    if urlsplit(settings.issuer).scheme != "https":
+        found.append(
+            Finding(
+                "BASTION_ISSUER",
+                "must be an https:// URL in production (clients reach the issuer over TLS)",
+                production_only=True,
+            )
+        )
+    return found
+
+
+def _network_findings(settings: Settings) -> list[Finding]:
+    found: list[Finding] = []
+    if "*" in settings.cors_origins:
+        found.append(
+            Finding(
+                "BASTION_CORS_ORIGINS",
+                "'*' lets every site call the API; list the allowed origins",
+                production_only=False,
+            )
+        )
+    http_origins = [origin for origin in settings.cors_origins if origin.startswith("http://")]
+    if http_origins:
+        found.append(
+            Finding(
+                "BASTION_CORS_ORIGINS",
+                f"plain-HTTP origins in production: {', '.join(http_origins)}",
+                production_only=True,
+            )
+        )
+    if "*" in settings.allowed_hosts:
+        found.append(
+            Finding(
+                "BASTION_ALLOWED_HOSTS",
+                "'*' accepts any Host header; list the host names the service answers to",
+                production_only=True,
+            )
+        )
+    for entry in settings.trusted_proxies:
+        if ipaddress.ip_network(entry, strict=False).prefixlen == 0:
+            found.append(
+                Finding(
+                    "BASTION_TRUSTED_PROXIES",
+                    f"{entry} trusts every peer, so any client can forge its address",
+                    production_only=False,
+                )
+            )
+    if not settings.rate_limits_enabled:
+        found.append(
+            Finding(
+                "BASTION_RATE_LIMITS_ENABLED",
+                "rate limiting is off; brute force and floods are unchecked",
+                production_only=True,
+            )
+        )
+    return found

@@ -1,0 +1,113 @@
+"""Domain exceptions, free of HTTP, and their one translation to problem+json.
+
+Every error the application can produce passes through ``install_problem_handlers``: routing
+404/405, validation 422, ``HTTPException`` and domain errors. Validation errors keep only
+``loc`` and ``msg``: Pydantic's ``input`` and ``ctx`` would echo what was sent (a password, a
+token) back to the client and into logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from bastion.middleware.request_id import request_id_of
+from bastion.problems import (
+    PROBLEM_CONTENT_TYPE,
+    FieldError,
+    problem_document,
+    render_problem,
+    status_phrase,
+)
+from bastion.storage import StorageUnavailable
+
+
+class DomainError(Exception):
+    """A refusal the domain decided on; ``detail`` is safe to show to the client."""
+
+    detail = "The request cannot be completed."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail is not None:
+            self.detail = detail
+
+
+class NotFound(DomainError):
+    detail = "The resource does not exist."
+
+
+class Conflict(DomainError):
+    detail = "The request conflicts with the current state of the resource."
+
+
+class Forbidden(DomainError):
+    detail = "You are not allowed to do this."
+
+
+DOMAIN_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Forbidden: 403}
+
+UNAVAILABLE_DETAIL = "A backing service is not answering; try again shortly."
+RETRY_AFTER_UNAVAILABLE = "5"
+
+
+class ProblemResponse(Response):
+    media_type = PROBLEM_CONTENT_TYPE
+
+    def __init__(
+        self,
+        request: Request,
+        status: int,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        document = problem_document(status, detail, request_id_of(request.scope), errors=errors)
+        super().__init__(render_problem(document), status_code=status, headers=headers)
+
+
+def field_errors(raw: list[dict[str, Any]] | Any) -> list[FieldError]:
+    return [
+        {"loc": [part for part in error.get("loc", ()) if isinstance(part, str | int)],
+         "msg": str(error.get("msg", "Invalid value"))}
+        for error in raw
+    ]
+
+
+async def _validation_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 (registered for this type)
+    return ProblemResponse(
+        request, 422, "The request is invalid; see errors.", errors=field_errors(exc.errors())
+    )
+
+
+async def _http_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 (registered for this type)
+    detail = exc.detail if isinstance(exc.detail, str) else status_phrase(exc.status_code)
+    return ProblemResponse(request, exc.status_code, detail, headers=exc.headers)
+
+
+async def _domain_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)  # noqa: S101 (registered for this type)
+    status = next(
+        (code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind)), 400
+    )
+    return ProblemResponse(request, status, exc.detail)
+
+
+async def _unavailable_problem(request: Request, _exc: Exception) -> Response:
+    return ProblemResponse(
+        request, 503, UNAVAILABLE_DETAIL, headers={"Retry-After": RETRY_AFTER_UNAVAILABLE}
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_problem)
+    app.add_exception_handler(HTTPException, _http_problem)
+    app.add_exception_handler(DomainError, _domain_problem)
+    app.add_exception_handler(StorageUnavailable, _unavailable_problem)

@@ -1,0 +1,115 @@
+"""structlog set-up: JSON lines on stdout, secrets redacted, stdlib loggers routed through it.
+
+Redaction works on names, not guesses about values: any field, header or query parameter
+whose name looks like a credential is replaced, at any depth, and a ``Bearer`` credential is
+masked wherever it appears in a string.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[REDACTED]"
+_SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|authorization|cookie|api[-_]?key|credential|private[-_]?key",
+    re.IGNORECASE,
+)
+_SECRET_QUERY_PARAM = re.compile(
+    r"(?P<name>(?:^|(?<=[?&;]))[^=&;?#\s]*(?:pass|secret|token|key|auth)[^=&;?#\s]*=)[^&;#\s]*",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?P<scheme>\b(?:bearer|basic)\s+)[^\s,;\"']+", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    return _SECRET_NAME.search(name) is not None
+
+
+def _redact_string(value: str) -> str:
+    if "=" in value:
+        value = _SECRET_QUERY_PARAM.sub(rf"\g<name>{REDACTED}", value)
+    if " " in value:
+        value = _BEARER.sub(rf"\g<scheme>{REDACTED}", value)
+    return value
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with every secret-named entry and bearer credential masked."""
+    if isinstance(value, str):
+        return _redact_string(value)
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if isinstance(key, str) and is_secret_name(key) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        if len(value) == 2 and isinstance(value[0], str | bytes):  # a (name, value) header pair
+            name = value[0].decode("latin-1") if isinstance(value[0], bytes) else value[0]
+            if is_secret_name(name):
+                return (value[0], REDACTED)
+        return [redact(item) for item in value]
+    return value
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    return {
+        key: REDACTED if is_secret_name(key) else redact(item) for key, item in event_dict.items()
+    }
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+
+
+def _orjson_dumps(event: Any, **_kwargs: Any) -> str:
+    return orjson.dumps(event, default=str).decode()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Idempotent; called once per process (every uvicorn worker calls it too)."""
+    numeric_level = logging.getLevelName(level)
+    renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_shared_processors(),
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric_level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+    # Our access middleware logs each request with its id and route; uvicorn's would
+    # duplicate it with the raw path (and query string).
+    logging.getLogger("uvicorn.access").disabled = True
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,58 @@
+"""One JSON line per request, written after the response is complete.
+
+The route template (``/notes/{note_id}``) is logged, never the query string, so ids stay
+groupable and secrets passed in URLs never reach the log.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.middleware.request_id import request_id_of
+
+USER_ID_SCOPE_KEY = "bastion.user_id"
+
+log = structlog.get_logger("bastion.access")
+
+
+def _route_template(scope: Scope) -> str | None:
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else None
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        status = 500
+
+        async def send_recording_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            client = scope.get("client")
+            log.info(
+                "request",
+                method=scope["method"],
+                route=_route_template(scope),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                client_ip=client[0] if client else None,
+                request_id=request_id_of(scope),
+                user_id=scope.get(USER_ID_SCOPE_KEY),
+            )

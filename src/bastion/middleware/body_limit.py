@@ -1,0 +1,74 @@
+"""Refuses request bodies over a size limit without ever holding them whole.
+
+A declared ``Content-Length`` over the limit is answered 413 before the application runs. A
+chunked or under-declared body is counted while the application reads it; the read that
+crosses the limit raises ``RequestBodyTooLarge``. It is an ``HTTPException`` so FastAPI's body
+parsing passes it through untouched to the problem handlers (any other exception there would
+become a 400); anything that does not translate it is answered here.
+"""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.middleware.request_id import request_id_of
+from bastion.problems import send_problem
+
+TOO_LARGE_DETAIL = "The request body is larger than this server accepts."
+
+
+class RequestBodyTooLarge(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail=TOO_LARGE_DETAIL)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await send_problem(send, 413, TOO_LARGE_DETAIL, request_id_of(scope))
+            return
+
+        received = 0
+        response_started = False
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise RequestBodyTooLarge
+            return message
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive_within_limit, send_tracking_start)
+        except RequestBodyTooLarge:
+            if response_started:
+                raise
+            await send_problem(send, 413, TOO_LARGE_DETAIL, request_id_of(scope))

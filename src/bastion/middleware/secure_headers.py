@@ -1,0 +1,116 @@
+"""The security headers of CONTRACT.md on every HTTP response.
+
+API responses get a CSP that allows nothing; the interactive docs get the narrowest policy
+that lets the self-hosted Swagger UI run (own scripts and styles, no inline script, no other
+host). Header lists are encoded once at start; per request only the choice of list is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+PERMISSIONS_POLICY = ", ".join(
+    f"{feature}=()"
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "fullscreen",
+        "geolocation",
+        "gyroscope",
+        "hid",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "picture-in-picture",
+        "publickey-credentials-get",
+        "screen-wake-lock",
+        "serial",
+        "sync-xhr",
+        "usb",
+        "xr-spatial-tracking",
+    )
+)
+HSTS = "max-age=63072000; includeSubDomains"
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def _encode(pairs: Sequence[tuple[str, str]]) -> Headers:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+
+
+def _common_headers(csp: str) -> Headers:
+    return _encode(
+        [
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            ("Content-Security-Policy", csp),
+            ("Referrer-Policy", "no-referrer"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Cross-Origin-Resource-Policy", "same-origin"),
+            ("Permissions-Policy", PERMISSIONS_POLICY),
+        ]
+    )
+
+
+_REPLACED = frozenset(name for name, _ in _common_headers(API_CSP)) | {b"server"}
+_NO_STORE = (b"cache-control", b"no-store")
+_HSTS = (b"strict-transport-security", HSTS.encode())
+
+
+class SecureHeadersMiddleware:
+    """Adds the security headers; ``no_store_prefixes`` responses are never cached."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        docs_prefixes: Sequence[str] = ("/docs",),
+        no_store_prefixes: Sequence[str] = ("/auth",),
+    ) -> None:
+        self.app = app
+        self.api_headers = _common_headers(API_CSP)
+        self.docs_headers = _common_headers(DOCS_CSP)
+        self.docs_prefixes = tuple(docs_prefixes)
+        self.no_store_prefixes = tuple(no_store_prefixes)
+
+    def _headers_for(self, scope: Scope) -> Headers:
+        path: str = scope["path"]
+        headers = self.docs_headers if _under(path, self.docs_prefixes) else self.api_headers
+        if scope.get("scheme") == "https":
+            headers = [*headers, _HSTS]
+        return headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        security_headers = self._headers_for(scope)
+        no_store = _under(scope["path"], self.no_store_prefixes)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] not in _REPLACED]
+                if no_store:
+                    headers = [h for h in headers if h[0] != b"cache-control"]
+                    headers.append(_NO_STORE)
+                message["headers"] = [*headers, *security_headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)

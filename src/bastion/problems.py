@@ -1,0 +1,78 @@
+"""RFC 9457 problem details, rendered without FastAPI so pure-ASGI middleware can use them.
+
+A problem body never carries anything the client did not already know: no stack trace, no
+SQL, no path, no submitted value. ``detail`` is always a fixed sentence chosen by our code.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any, TypedDict
+
+import orjson
+from starlette.types import Send
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class FieldError(TypedDict):
+    """One invalid input: where it is and what is wrong, never its value."""
+
+    loc: list[str | int]
+    msg: str
+
+
+def status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def problem_document(
+    status: int,
+    detail: str,
+    request_id: str | None,
+    *,
+    title: str | None = None,
+    problem_type: str = "about:blank",
+    errors: list[FieldError] | None = None,
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "type": problem_type,
+        "title": title or status_phrase(status),
+        "status": status,
+        "detail": detail,
+        "request_id": request_id,
+    }
+    if errors is not None:
+        document["errors"] = errors
+    return document
+
+
+def render_problem(document: dict[str, Any]) -> bytes:
+    return orjson.dumps(document)
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    detail: str,
+    request_id: str | None,
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answers a request directly from middleware, before or instead of the application."""
+    body = render_problem(problem_document(status, detail, request_id))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

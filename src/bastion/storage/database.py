@@ -1,0 +1,102 @@
+"""The async engine and the one way to run a unit of work: ``Database.transaction()``.
+
+Every write happens inside one transaction that commits when the block ends and rolls back
+on any error, so nothing is stored half-way. A database that does not answer becomes
+``StorageUnavailable`` (503) within ``database_timeout`` seconds instead of a hang or a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from bastion.config import Settings
+from bastion.storage.files import ensure_private_file
+
+
+class StorageUnavailable(Exception):
+    """The database could not be reached or did not answer in time."""
+
+
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, _UNAVAILABLE):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        engine = create_async_engine(url, connect_args={"timeout": timeout})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
+    )
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        if settings.uses_embedded_database:
+            ensure_private_file(settings.sqlite_path)
+        engine = create_engine_for(
+            settings.resolved_database_url(), timeout=settings.database_timeout
+        )
+        return cls(engine, timeout=settings.database_timeout)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.url.get_backend_name()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commit at the end, roll back on any exception."""
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except Exception as error:
+            if _is_unavailable(error):
+                raise StorageUnavailable from error
+            raise
+
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query within the timeout."""
+        try:
+            async with asyncio.timeout(self.timeout), self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as error:
+            if _is_unavailable(error):
+                return False
+            raise
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
