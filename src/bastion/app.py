@@ -30,7 +30,7 @@ from bastion.middleware import (
 )
 from bastion.storage import Database
 
-TOKEN_URL = "/auth/token"
+TOKEN_URL = "/auth/token"  # noqa: S105 (a path, not a secret)
 OAUTH2_SCHEME_NAME = "OAuth2PasswordBearer"
 
 

@@ -8,11 +8,11 @@ import sys
 from typing import Annotated
 
 import typer
-import uvicorn
 from pydantic import ValidationError
 
 from bastion.config import Settings, insecure_findings
 from bastion.logs import configure_logging
+from bastion.server import run_server
 from bastion.storage import Database
 from bastion.storage.migrate import current_revision, head_revision, upgrade_to_head
 
@@ -90,24 +90,13 @@ def serve(
         pending = asyncio.run(_pending_migrations(settings))
         if pending:
             raise _fail("bastion: the database schema is behind; run `bastion migrate` first")
-    trusted = settings.trusted_proxies
-    uvicorn.run(
-        "bastion.app:app_from_environment",
-        factory=True,
+    run_server(
+        settings,
         host=host,
         port=port,
         workers=workers,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
-        # Forwarded headers are believed only from configured proxies, never by default.
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or [],
-        server_header=False,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        h11_max_incomplete_event_size=16 * 1024,
     )
 
 
@@ -130,7 +119,7 @@ def check(
 @cli.command()
 def openapi() -> None:
     """Print the OpenAPI document."""
-    from bastion.app import create_app  # noqa: PLC0415 (the app is only needed here)
+    from bastion.app import create_app
 
     json.dump(create_app(load_settings()).openapi(), sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -8,6 +8,7 @@ token) back to the client and into logs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,7 +66,7 @@ class ProblemResponse(Response):
         detail: str,
         *,
         errors: list[FieldError] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         document = problem_document(status, detail, request_id_of(request.scope), errors=errors)
         super().__init__(render_problem(document), status_code=status, headers=headers)

@@ -23,7 +23,7 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _SECRET_QUERY_PARAM = re.compile(
-    r"(?P<name>(?:^|(?<=[?&;]))[^=&;?#\s]*(?:pass|secret|token|key|auth)[^=&;?#\s]*=)[^&;#\s]*",
+    r"(?P<name>(?:^|(?<=[?&;\s]))[^=&;?#\s]*(?:pass|secret|token|key|auth)[^=&;?#\s]*=)[^&;#\s]*",
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(?P<scheme>\b(?:bearer|basic)\s+)[^\s,;\"']+", re.IGNORECASE)

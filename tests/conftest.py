@@ -1,0 +1,72 @@
+"""Shared fixtures: every storage test runs on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from bastion.app import create_app
+from bastion.config import Settings
+from bastion.storage.migrate import upgrade_to_head
+from tests.servers.postgres import PostgresServer
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A developer's own BASTION_* variables must not leak into the tests.
+    for name in [name for name in os.environ if name.startswith("BASTION_")]:
+        del os.environ[name]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str | None]:
+    """None means the embedded SQLite file in the data dir; otherwise a fresh PG database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = await server.create_database()
+    yield server.url(name)
+    await server.drop_database(name)
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings from arguments only: no ``.env`` of the developer's, data in ``data_dir``."""
+    values: dict[str, Any] = {"data_dir": data_dir, **overrides}
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return make_settings(tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    await upgrade_to_head(application.state.database.engine)
+    yield application
+    await application.state.database.dispose()
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client

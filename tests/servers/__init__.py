@@ -1,0 +1,1 @@
+"""Real servers the tests start themselves on loopback; a missing binary fails the run."""

@@ -1,0 +1,100 @@
+"""Logs are JSON lines, and nothing that looks like a credential survives into them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+import structlog
+from fastapi import FastAPI
+
+from bastion.logs import REDACTED, redact, redact_secrets
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["password", "new_password", "client_secret", "refresh_token", "Authorization",
+     "cookie", "Set-Cookie", "api_key", "X-API-Key", "private_key"],
+)
+def test_secret_named_fields_are_redacted_at_any_depth(name: str) -> None:
+    event = {"event": "x", "outer": {"inner": [{name: "hunter2"}]}, name: "hunter2"}
+    cleaned = redact_secrets(None, "info", event)
+    assert "hunter2" not in json.dumps(cleaned)
+    assert cleaned[name] == REDACTED
+
+
+def test_header_pairs_are_redacted_by_name() -> None:
+    headers = [(b"authorization", b"Bearer abc"), (b"accept", b"*/*"), ("Cookie", "sid=1")]
+    assert redact(headers) == [
+        (b"authorization", REDACTED),
+        [b"accept", b"*/*"],
+        ("Cookie", REDACTED),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        ("/login?user=ann&password=hunter2&next=/", ["user=ann", "next=/"]),
+        ("access_token=abc.def.ghi&x=1", ["x=1"]),
+        ("GET /cb?code=1&client_secret=s3cr3t HTTP/1.1", ["code=1"]),
+        ("sent Authorization: Bearer eyJhbGciOi.payload.sig to upstream", ["upstream"]),
+    ],
+)
+def test_secrets_inside_strings_are_masked(raw: str, kept: list[str]) -> None:
+    cleaned = redact(raw)
+    for secret in ("hunter2", "abc.def.ghi", "s3cr3t", "eyJhbGciOi"):
+        assert secret not in cleaned
+    for part in kept:
+        assert part in cleaned
+
+
+def test_ordinary_fields_pass_untouched() -> None:
+    event = {"event": "request", "status": 200, "route": "/notes/{note_id}", "user_id": 7}
+    assert redact_secrets(None, "info", event) == event
+
+
+async def test_the_access_line_has_the_contract_fields(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        await client.get("/health/live?token=abc", headers={"X-Request-ID": "log-1"})
+        await client.get("/probe/../etc/passwd")
+    first, second = (entry for entry in logs if entry["event"] == "request")
+    assert first["method"] == "GET"
+    assert first["route"] == "/health/live"
+    assert first["status"] == 200
+    assert first["request_id"] == "log-1"
+    assert first["client_ip"] == "127.0.0.1"
+    assert first["duration_ms"] >= 0
+    assert "user_id" in first
+    assert first["path"] is None  # a matched route never logs the raw path or query
+    assert second["route"] is None
+    assert second["status"] == 404
+    assert second["path"].startswith("/")
+
+
+def test_the_configured_pipeline_writes_json_and_routes_stdlib_loggers() -> None:
+    program = """
+import logging, structlog
+from bastion.logs import configure_logging
+configure_logging("INFO")
+structlog.get_logger("bastion.test").info("login", password="hunter2", user="ann")
+logging.getLogger("uvicorn.error").info("Started with token=abc123 and %s", "x")
+logging.getLogger("uvicorn.access").info("must not appear")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert lines[0]["event"] == "login"
+    assert lines[0]["password"] == REDACTED
+    assert lines[0]["user"] == "ann"
+    assert lines[1]["logger"] == "uvicorn.error"
+    assert "abc123" not in result.stdout
+    assert "hunter2" not in result.stdout
+    assert "must not appear" not in result.stdout
+    assert all({"timestamp", "level"} <= line.keys() for line in lines)
