@@ -80,9 +80,9 @@ async def test_the_access_line_has_the_contract_fields(
 def test_the_configured_pipeline_writes_json_and_routes_stdlib_loggers() -> None:
     program = """
 import logging, structlog
-from bastion.logs import configure_logging
+from bastion.logs import configure_logging, get_logger
 configure_logging("INFO")
-structlog.get_logger("bastion.test").info("login", password="hunter2", user="ann")
+get_logger("bastion.test").info("login", password="hunter2", user="ann")
 logging.getLogger("uvicorn.error").info("Started with token=abc123 and %s", "x")
 logging.getLogger("uvicorn.access").info("must not appear")
 """
@@ -93,7 +93,7 @@ logging.getLogger("uvicorn.access").info("must not appear")
     assert lines[0]["event"] == "login"
     assert lines[0]["password"] == REDACTED
     assert lines[0]["user"] == "ann"
-    assert lines[1]["logger"] == "uvicorn.error"
+    assert lines[1]["logger_name"] == "uvicorn.error"
     assert "abc123" not in result.stdout
     assert "hunter2" not in result.stdout
     assert "must not appear" not in result.stdout

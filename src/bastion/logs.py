@@ -7,6 +7,7 @@ masked wherever it appears in a string.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -29,6 +30,7 @@ _SECRET_QUERY_PARAM = re.compile(
 _BEARER = re.compile(r"(?P<scheme>\b(?:bearer|basic)\s+)[^\s,;\"']+", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1024)
 def is_secret_name(name: str) -> bool:
     return _SECRET_NAME.search(name) is not None
 
@@ -61,35 +63,66 @@ def redact(value: Any) -> Any:
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     return {
-        key: REDACTED if is_secret_name(key) else redact(item) for key, item in event_dict.items()
+        key: REDACTED if is_secret_name(key) else _redact_value(item)
+        for key, item in event_dict.items()
     }
+
+
+def _redact_value(value: Any) -> Any:
+    # Numbers, None and booleans dominate log lines; skip the generic walk for them.
+    if value is None or isinstance(value, int | float):
+        return value
+    return redact(value)
 
 
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         redact_secrets,
     ]
 
 
-def _orjson_dumps(event: Any, **_kwargs: Any) -> str:
+def _orjson_text(event: Any, **_kwargs: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+def _orjson_bytes(event: Any, **_kwargs: Any) -> bytes:
+    return orjson.dumps(event, default=str)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger whose lines carry ``logger_name=name``; configured lazily, so module
+    level loggers pick up ``configure_logging`` whenever it runs."""
+    return structlog.get_logger(logger_name=name)
+
+
+def _stdlib_logger_name(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict["logger_name"] = record.name
+    return event_dict
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Idempotent; called once per process (every uvicorn worker calls it too)."""
-    numeric_level = logging.getLevelName(level)
-    renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    """Idempotent; called once per process (every uvicorn worker calls it too).
+
+    Our own lines (the access log above all) go straight from structlog to stdout as
+    orjson bytes: the stdlib ``logging`` detour costs more than the rest of the request
+    stack. Other libraries' stdlib records are rendered by the same processors.
+    """
+    numeric_level: int = logging.getLevelName(level)
 
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_shared_processors(),
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[_stdlib_logger_name, *_shared_processors()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(serializer=_orjson_text),
+            ],
         )
     )
     root = logging.getLogger()
@@ -105,11 +138,10 @@ def configure_logging(level: str = "INFO") -> None:
 
     structlog.configure(
         processors=[
-            structlog.stdlib.filter_by_level,
             *_shared_processors(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            structlog.processors.JSONRenderer(serializer=_orjson_bytes),
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.logs import get_logger
 from bastion.middleware.request_id import request_id_of
 
 USER_ID_SCOPE_KEY = "bastion.user_id"
 MAX_LOGGED_PATH = 200
 
-log = structlog.get_logger("bastion.access")
+log = get_logger("bastion.access")
 
 
 def _route_template(scope: Scope) -> str | None:

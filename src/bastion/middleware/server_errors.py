@@ -7,13 +7,13 @@ logged with the request id; the client sees only a fixed sentence.
 
 from __future__ import annotations
 
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.logs import get_logger
 from bastion.middleware.request_id import request_id_of
 from bastion.problems import send_problem
 
-log = structlog.get_logger("bastion.errors")
+log = get_logger("bastion.errors")
 
 INTERNAL_DETAIL = "The server could not handle this request. Quote the request id when reporting."
 

@@ -6,9 +6,9 @@ import os
 import stat
 from pathlib import Path
 
-import structlog
+from bastion.logs import get_logger
 
-log = structlog.get_logger("bastion.storage")
+log = get_logger("bastion.storage")
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
