@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.postgres import PostgresServer
+from tests.servers.postgres import PostgresServer, free_port
 
 BASTION = str(Path(sys.executable).parent / "bastion")
 
@@ -76,6 +76,18 @@ def test_openapi_declares_the_password_flow(tmp_path: Path) -> None:
     flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]
     assert flows["password"]["tokenUrl"] == "/auth/token"
     assert "/health/ready" in spec["paths"]
+    assert not (tmp_path / ".bastion").exists()  # printing the spec stores nothing
+
+
+def test_migrate_says_so_when_the_database_does_not_answer(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
+    result = run_bastion(
+        "migrate", cwd=tmp_path,
+        env={"BASTION_DATABASE_URL": url, "BASTION_DATABASE_TIMEOUT": "2"},
+    )
+    assert result.returncode == 1
+    assert "does not answer" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_migrate_on_the_embedded_database(tmp_path: Path) -> None:

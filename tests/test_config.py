@@ -31,10 +31,11 @@ def test_defaults_are_the_embedded_development_setup(tmp_path: Path) -> None:
 def test_comma_separated_lists_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("BASTION_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16")
+    monkeypatch.setenv("BASTION_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16, 172.16.5.4/12, ::1")
     monkeypatch.setenv("BASTION_CORS_ORIGINS", "https://app.example.com")
     settings = make_settings(tmp_path)
-    assert settings.trusted_proxies == ["10.0.0.1", "192.168.0.0/16"]
+    # Host bits are cleared: uvicorn would silently ignore "172.16.5.4/12".
+    assert settings.trusted_proxies == ["10.0.0.1", "192.168.0.0/16", "172.16.0.0/12", "::1"]
     assert settings.cors_origins == ["https://app.example.com"]
 
 

@@ -83,7 +83,7 @@ async def test_unknown_path_is_a_404_problem(probe_client: httpx.AsyncClient) ->
 async def test_wrong_method_is_a_405_problem_with_allow(probe_client: httpx.AsyncClient) -> None:
     response = await probe_client.delete("/health/live")
     assert_problem(response, 405)
-    assert response.headers["allow"] == "GET"
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
 
 
 async def test_validation_errors_list_loc_and_msg_but_never_the_values(
@@ -166,3 +166,12 @@ async def test_a_crash_is_a_generic_500_that_keeps_the_request_id(
     assert logged
     assert logged[0]["request_id"] == "crash-1"
     assert logged[0]["exc_info"] is True
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready"])
+async def test_health_answers_head_for_load_balancers(
+    probe_client: httpx.AsyncClient, path: str
+) -> None:
+    response = await probe_client.head(path)
+    assert response.status_code == 200
+    assert response.content == b""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +15,7 @@ from pydantic import ValidationError
 from bastion.config import Settings, insecure_findings
 from bastion.logs import configure_logging
 from bastion.server import run_server
-from bastion.storage import Database
+from bastion.storage import Database, StorageUnavailable
 from bastion.storage.migrate import current_revision, head_revision, upgrade_to_head
 
 cli = typer.Typer(
@@ -45,6 +47,8 @@ def load_settings() -> Settings:
 async def _migrate(settings: Settings) -> str | None:
     database = Database.from_settings(settings)
     try:
+        if not await database.ping():
+            raise StorageUnavailable
         await upgrade_to_head(database.engine)
         return await current_revision(database.engine)
     finally:
@@ -67,7 +71,10 @@ def migrate() -> None:
     """Apply every pending migration to the configured database."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    revision = asyncio.run(_migrate(settings))
+    try:
+        revision = asyncio.run(_migrate(settings))
+    except StorageUnavailable:
+        raise _fail("bastion: the database does not answer; nothing was migrated") from None
     typer.echo(f"database at revision {revision}")
 
 
@@ -121,7 +128,15 @@ def openapi() -> None:
     """Print the OpenAPI document."""
     from bastion.app import create_app
 
-    json.dump(create_app(load_settings()).openapi(), sys.stdout, indent=2)
+    # The document does not depend on data: build the app over a throw-away data dir so
+    # printing the spec never creates ./.bastion.
+    with tempfile.TemporaryDirectory() as scratch:
+        settings = load_settings().model_copy(
+            update={"data_dir": Path(scratch), "database_url": None}
+        )
+        app = create_app(settings)
+        json.dump(app.openapi(), sys.stdout, indent=2)
+        asyncio.run(app.state.database.dispose())
     sys.stdout.write("\n")
 
 

@@ -77,12 +77,16 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
+        """Normalised (``10.0.0.5/8`` becomes ``10.0.0.0/8``): uvicorn silently ignores a
+        network with host bits set, which would leave the proxy untrusted."""
+        networks = []
         for entry in value:
             try:
-                ipaddress.ip_network(entry, strict=False)
+                network = ipaddress.ip_network(entry, strict=False)
             except ValueError:
                 raise ValueError(f"not an IP address or CIDR: {entry!r}") from None
-        return value
+            networks.append(str(network.network_address if network.num_addresses == 1 else network))
+        return networks
 
     @field_validator("cors_origins")
     @classmethod

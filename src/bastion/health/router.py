@@ -15,13 +15,17 @@ class HealthStatus(BaseModel):
     status: str
 
 
-@router.get("/live")
+@router.api_route("/live", methods=["GET", "HEAD"])
 async def live() -> HealthStatus:
     """The process serves requests; says nothing about its dependencies."""
     return HealthStatus(status="ok")
 
 
-@router.get("/ready", responses={503: {"description": "the database does not answer"}})
+@router.api_route(
+    "/ready",
+    methods=["GET", "HEAD"],
+    responses={503: {"description": "the database does not answer"}},
+)
 async def ready(database: AppDatabase) -> HealthStatus:
     """The database answers; a 503 tells a load balancer to send traffic elsewhere."""
     if not await database.ping():
