@@ -125,6 +125,8 @@ def configure_logging(level: str = "INFO") -> None:
             ],
         )
     )
+    # Python warnings become JSON lines too, instead of raw text on stderr.
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(numeric_level)

@@ -1,8 +1,9 @@
 """One JSON line per request, written after the response is complete.
 
 The route template (``/notes/{note_id}``) is logged, never the query string, so ids stay
-groupable and secrets passed in URLs never reach the log. A request that matched no route
-logs its path instead (cut short: it is attacker-chosen), so probes remain visible.
+groupable and secrets passed in URLs never reach the log. Where no route template is known
+(no route matched, or a mount such as the docs assets) the path is logged instead, cut short
+since it is attacker-chosen, so probes remain visible.
 """
 
 from __future__ import annotations

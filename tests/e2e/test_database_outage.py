@@ -1,0 +1,148 @@
+"""A PostgreSQL outage under the real server: readiness says 503 quickly, then recovers alone.
+
+The PostgreSQL server here is this test's own (the session one is shared and must not stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import (
+    LiveServer,
+    assert_problem,
+    migrate,
+    running,
+    serve_command,
+    service_env,
+)
+from tests.servers.postgres import PostgresServer
+
+DATABASE_TIMEOUT_SECONDS = 2
+ANSWER_WITHIN_SECONDS = 10.0
+RECOVER_WITHIN_SECONDS = 15.0
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def server_on_own_postgres(own_postgres: PostgresServer, tmp_path: Path) -> Iterator[LiveServer]:
+    name = asyncio.run(own_postgres.create_database())
+    env = service_env(
+        tmp_path / "data",
+        database_url=own_postgres.url(name),
+        database_timeout=str(DATABASE_TIMEOUT_SECONDS),
+    )
+    migrate(env, tmp_path)
+    with running(serve_command, root=tmp_path, env=env, backend="postgresql") as server:
+        yield server
+
+
+def _ready(client: httpx.Client) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = client.get("/health/ready")
+    return response, time.monotonic() - started
+
+
+def test_readiness_follows_the_database_and_recovers_on_its_own(
+    own_postgres: PostgresServer, server_on_own_postgres: LiveServer
+) -> None:
+    # The client timeout is the hard bound: a hanging readiness probe fails the test.
+    with server_on_own_postgres.client(timeout=ANSWER_WITHIN_SECONDS) as client:
+        response, _ = _ready(client)
+        assert response.status_code == 200, response.text
+
+        own_postgres.stop()
+        for _ in range(3):  # not only the first probe: the pool must not hand out dead links
+            response, elapsed = _ready(client)
+            assert_problem(response, 503, own_postgres.url(""), "postgres@")
+            assert elapsed < ANSWER_WITHIN_SECONDS
+            assert response.headers.get("retry-after", "").isdigit()
+
+        # The process itself still serves; only readiness reflects the outage.
+        assert client.get("/health/live").status_code == 200
+
+        own_postgres.start()  # same data dir, same port
+        deadline = time.monotonic() + RECOVER_WITHIN_SECONDS
+        statuses: list[int] = []
+        while time.monotonic() < deadline:
+            response, _ = _ready(client)
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                break
+            time.sleep(0.25)
+        assert statuses[-1] == 200, f"not ready again within {RECOVER_WITHIN_SECONDS} s: {statuses}"
+        assert response.json() == {"status": "ok"}
+
+    # The outage was logged as JSON lines like everything else; no credential-bearing URL.
+    records = server_on_own_postgres.log_records()
+    assert [r for r in records if r.get("status") == 503]
+    assert "postgres@" not in server_on_own_postgres.log_text()
+
+
+def _postgres_processes(server: PostgresServer) -> list[int]:
+    """The postmaster and its children (backends, checkpointer, ...), found through /proc."""
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
+    pids = [postmaster]
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            after_name = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(after_name[1]) == postmaster:
+            pids.append(int(stat_file.parent.name))
+    return pids
+
+
+def _signal_all(pids: list[int], signal_number: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal_number)
+
+
+def test_a_frozen_database_gives_503_within_the_timeout_not_a_hang(
+    own_postgres: PostgresServer, server_on_own_postgres: LiveServer
+) -> None:
+    """A database that accepts connections but never answers is the case a timeout is for."""
+    with server_on_own_postgres.client(timeout=ANSWER_WITHIN_SECONDS) as client:
+        response, _ = _ready(client)
+        assert response.status_code == 200, response.text
+
+        frozen = _postgres_processes(own_postgres)
+        _signal_all(frozen, signal.SIGSTOP)
+        try:
+            for _ in range(2):
+                response, elapsed = _ready(client)
+                assert_problem(response, 503)
+                assert elapsed < DATABASE_TIMEOUT_SECONDS + 3, elapsed
+            assert client.get("/health/live").status_code == 200
+        finally:
+            # Under root the server runs via runuser, which stops itself when its child stops
+            # (job control) and must be continued too, or it never reaps the postmaster.
+            wrapper = [own_postgres.process.pid] if own_postgres.process is not None else []
+            _signal_all([*frozen, *wrapper], signal.SIGCONT)
+
+        deadline = time.monotonic() + RECOVER_WITHIN_SECONDS
+        statuses: list[int] = []
+        while time.monotonic() < deadline:
+            response, _ = _ready(client)
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                break
+            time.sleep(0.25)
+        assert statuses[-1] == 200, f"not ready again within {RECOVER_WITHIN_SECONDS} s: {statuses}"

@@ -1,0 +1,159 @@
+"""The service as ``bastion serve`` runs it, on SQLite and on PostgreSQL, over a real socket."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from tests.e2e.conftest import (
+    SANE_GENERATED_ID,
+    LiveServer,
+    assert_problem,
+    assert_secure_headers,
+)
+
+ACCESS_FIELDS = ("method", "route", "status", "duration_ms", "client_ip", "request_id")
+
+
+def test_health_live_and_ready(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        for path in ("/health/live", "/health/ready"):
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.text)
+            assert response.headers["content-type"].startswith("application/json")
+            assert response.json() == {"status": "ok"}
+            assert_secure_headers(response)
+
+
+def test_unknown_path_is_a_404_problem(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        assert_problem(client.get("/no/such/path"), 404)
+
+
+def test_wrong_method_is_a_405_problem(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        response = client.delete("/health/live")
+        assert_problem(response, 405)
+        allowed = {method.strip() for method in response.headers["allow"].split(",")}
+        assert "GET" in allowed and "DELETE" not in allowed, allowed
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/docs", "text/html"),
+        ("/docs/swagger-init.js", "text/javascript"),
+        ("/docs/static/swagger-ui.css", "text/css"),
+        ("/docs/static/swagger-ui-bundle.js", "javascript"),
+        ("/openapi.json", "application/json"),
+    ],
+)
+def test_docs_and_their_assets_carry_the_security_headers(
+    live_server: LiveServer, path: str, content_type: str
+) -> None:
+    with live_server.client() as client:
+        response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    assert content_type in response.headers["content-type"]
+    assert_secure_headers(response)
+
+
+def test_docs_csp_allows_only_this_origin(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        csp = client.get("/docs").headers["content-security-policy"]
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
+    assert "http" not in csp  # no other host is named anywhere in the policy
+
+
+def test_openapi_declares_the_password_flow(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"].values()
+    assert any("password" in scheme.get("flows", {}) for scheme in schemes), schemes
+    assert "/health/live" in spec["paths"]
+
+
+def test_a_sane_request_id_is_echoed(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        for path in ("/health/live", "/no/such/path"):
+            response = client.get(path, headers={"X-Request-ID": "abc-123.X_y"})
+            assert response.headers["x-request-id"] == "abc-123.X_y"
+        assert response.json()["request_id"] == "abc-123.X_y"
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    ["a" * 65, "<script>alert(1)</script>", "abc 123", "id;rm", ""],
+    ids=["too-long", "markup", "space", "punctuation", "empty"],
+)
+def test_an_insane_request_id_is_replaced(live_server: LiveServer, incoming: str) -> None:
+    with live_server.client() as client:
+        response = client.get("/no/such/path", headers={"X-Request-ID": incoming})
+    generated = response.headers["x-request-id"]
+    assert generated != incoming
+    assert SANE_GENERATED_ID.fullmatch(generated), generated
+    assert response.json()["request_id"] == generated
+    if incoming:
+        assert incoming not in response.text
+
+
+def test_each_response_gets_its_own_request_id(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        ids = {client.get("/health/live").headers["x-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+def test_data_dir_is_private(live_server: LiveServer) -> None:
+    with live_server.client() as client:
+        assert client.get("/health/ready").status_code == 200  # the database file is in use
+    data_dir = live_server.data_dir
+    sqlite_file = data_dir / "bastion.sqlite3"
+    if live_server.backend == "sqlite":
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        assert sqlite_file.is_file()
+        # The database and its WAL/shared-memory companions: readable by the service only.
+        for path in data_dir.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
+    else:
+        assert not sqlite_file.exists(), "an SQLite file was created although PG is configured"
+        if data_dir.exists():
+            assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+def test_logs_are_json_lines_with_one_access_line_per_request(live_server: LiveServer) -> None:
+    sent = {
+        "e2e-access-live": ("GET", "/health/live", "/health/live", 200),
+        "e2e-access-ready": ("GET", "/health/ready", "/health/ready", 200),
+        "e2e-access-405": ("POST", "/health/live", "/health/live", 405),
+        "e2e-access-404": ("GET", "/nope/42", None, 404),
+        # Generating the spec must not write anything but JSON lines either.
+        "e2e-access-openapi": ("GET", "/openapi.json", "/openapi.json", 200),
+    }
+    with live_server.client() as client:
+        for request_id, (method, path, _route, _status) in sent.items():
+            unique = f"{request_id}-{live_server.backend}"
+            client.request(method, path, headers={"X-Request-ID": unique})
+
+    for request_id, (method, path, route, status) in sent.items():
+        lines = live_server.access_records(f"{request_id}-{live_server.backend}")
+        assert len(lines) == 1, lines
+        line = lines[0]
+        for name in ACCESS_FIELDS:
+            assert name in line, (name, line)
+        assert line["method"] == method
+        if path == "/openapi.json":
+            # FastAPI sets scope["route"] for its APIRoutes only; for the spec's plain
+            # Starlette route the access line names the (fixed) path instead.
+            assert route in (line["route"], line.get("path")), line
+        else:
+            assert line["route"] == route, line
+        assert line["status"] == status
+        assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
+        assert line["client_ip"] == "127.0.0.1"
+
+    # Every line is JSON (log_records fails otherwise), uvicorn's own start-up lines included.
+    events = [str(record.get("event")) for record in live_server.log_records()]
+    assert any(event.startswith("Started server process") for event in events), events
+    assert any(event.startswith("Uvicorn running on") for event in events), events
