@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +82,14 @@ def _unreachable(tmp_path: Path, backend: str) -> Settings:
     return make_settings(tmp_path / "data", database_url=url, database_timeout=2)
 
 
+async def _let_aiosqlite_threads_finish() -> None:
+    """After a failed connect aiosqlite stops its worker thread without awaiting it; if the
+    test's event loop closed first, the thread's late callback would fail in the next test."""
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 5)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_an_unreachable_database_gives_503_problems_not_hangs(
     tmp_path: Path, backend: str
@@ -93,6 +103,7 @@ async def test_an_unreachable_database_gives_503_problems_not_hangs(
         write = await client.post("/probe/entries")
         live = await client.get("/health/live")
     await app.state.database.dispose()
+    await _let_aiosqlite_threads_finish()
     assert time.monotonic() - started < 10
     for response in (ready, write):
         assert response.status_code == 503
