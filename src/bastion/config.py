@@ -20,6 +20,9 @@ CommaList = Annotated[list[str], NoDecode]
 
 SQLITE_FILE_NAME = "bastion.sqlite3"
 MIN_HS256_SECRET_BYTES = 32
+# OWASP Password Storage Cheat Sheet, Argon2id minimum: m=19 MiB, t=2, p=1.
+OWASP_ARGON2_MEMORY_KIB = 19_456
+OWASP_ARGON2_TIME_COST = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,12 @@ class Settings(BaseSettings):
     rate_limit_default: str = "600/minute"
     rate_limit_login: str = "10/minute"
     lockout_threshold: int = Field(default=5, ge=1, le=1000)
+    lockout_base_seconds: int = Field(default=60, ge=1, le=86_400)
+    lockout_max_seconds: int = Field(default=1800, ge=1, le=604_800)
+    session_max_age: int = Field(default=2_592_000, ge=60, le=31_536_000)
+    password_hash_memory_kib: int = Field(default=OWASP_ARGON2_MEMORY_KIB, ge=8, le=4_194_304)
+    password_hash_time_cost: int = Field(default=OWASP_ARGON2_TIME_COST, ge=1, le=100)
+    password_hash_parallelism: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1, le=1_073_741_824)
     trusted_proxies: CommaList = Field(default_factory=list)
     cors_origins: CommaList = Field(default_factory=list)
@@ -158,6 +167,18 @@ def _token_findings(settings: Settings) -> list[Finding]:
                     production_only=False,
                 )
             )
+    if (
+        settings.password_hash_memory_kib < OWASP_ARGON2_MEMORY_KIB
+        or settings.password_hash_time_cost < OWASP_ARGON2_TIME_COST
+    ):
+        found.append(
+            Finding(
+                "BASTION_PASSWORD_HASH_MEMORY_KIB",
+                "Argon2id below OWASP's minimum (19456 KiB, time cost 2) makes stolen hashes "
+                "cheap to crack",
+                production_only=True,
+            )
+        )
     if urlsplit(settings.issuer).scheme != "https":
         found.append(
             Finding(

@@ -44,6 +44,8 @@ def _sqlite_pragmas(timeout: float) -> Callable[[Any, Any], None]:
     busy_timeout_ms = int(timeout * 1000)
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's implicit BEGIN is replaced by BEGIN IMMEDIATE (see _begin_immediate).
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -53,11 +55,19 @@ def _sqlite_pragmas(timeout: float) -> Callable[[Any, Any], None]:
     return on_connect
 
 
+def _begin_immediate(connection: Any) -> None:
+    """SQLite transactions take the write lock when they begin. A deferred transaction that
+    reads and then writes fails at once (SQLITE_BUSY_SNAPSHOT, no waiting) if another
+    connection wrote in between; an immediate one waits its turn under busy_timeout."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         engine = create_async_engine(url, connect_args={"timeout": timeout})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(timeout))
+        event.listen(engine.sync_engine, "begin", _begin_immediate)
         return engine
     return create_async_engine(
         url,

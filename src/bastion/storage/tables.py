@@ -1,13 +1,29 @@
-"""The declarative base every table of the service derives from.
+"""The schema: every table of the service, in one place, as Alembic sees it.
 
-Constraint names are fixed by convention so that Alembic migrations are identical on SQLite
-and PostgreSQL and a unique violation can be recognised by name.
+Constraint names are fixed by convention so that migrations are identical on SQLite and
+PostgreSQL and a unique violation can be recognised by name.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -17,6 +33,109 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+Timestamp = DateTime(timezone=True)
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: Timestamp}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    username: Mapped[str] = mapped_column(String(32), unique=True)  # stored lower-case
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored normalised
+    age: Mapped[int] = mapped_column(Integer)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    roles: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["user"])
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped whenever roles change or the account is disabled: tokens carry it, so older
+    # tokens stop granting what the user no longer has.
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class LoginSession(Base):
+    """One login: the ``sid`` of every access token and the family of its refresh tokens."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+
+    __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
+
+
+class RefreshToken(Base):
+    """Only the SHA-256 of the token is stored; the token itself exists only at the client."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_refresh_tokens_session_id", "session_id"),)
+
+
+class SigningKeyRecord(Base):
+    """A JWT signing key. The private half never leaves the database and the process."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    # Set when a newer key takes over signing; the public key stays published until every
+    # token it signed has expired.
+    retired_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuditEvent(Base):
+    """One security event; ``hash`` chains it to the event before it (``seq`` - 1)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    occurred_at: Mapped[datetime]
+    type: Mapped[str] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    subject_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    client_ip: Mapped[str | None] = mapped_column(String(45), default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    __table_args__ = (
+        Index("ix_audit_events_type", "type"),
+        Index("ix_audit_events_subject_id", "subject_id"),
+        Index("ix_audit_events_occurred_at", "occurred_at"),
+    )
+
+
+class AuditChainHead(Base):
+    """A single row locked by every append, so concurrent writers never fork the chain."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    last_hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,1 @@
+"""Security primitives: pure functions and small classes, no FastAPI, no I/O."""
