@@ -1,0 +1,288 @@
+"""Revocation state that every access-token check consults: sessions, tokens, and per-user cut-offs.
+
+Access tokens are checked on every request, so this is a key-value lookup, never a database
+query: one dict lookup per kind in process (``MemoryRevocationStore``), or one ``MGET`` round
+trip to Redis (``RedisRevocationStore``). Each entry expires when the tokens it concerns
+would have expired anyway; callers pass that remaining lifetime as ``ttl_seconds``.
+
+Both stores fail closed. Redis not answering becomes ``StorageUnavailable`` (503) within the
+socket timeout, so a token is never accepted because its revocation could not be looked up.
+Re-revoking never weakens an entry: the later expiry and the higher user cut-off are kept.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from typing import Final, Literal, Protocol
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bastion.config import Settings
+from bastion.storage.database import StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+REDIS_CONNECT_TIMEOUT: Final = 2.0
+REDIS_READ_TIMEOUT: Final = 2.0
+DEFAULT_MAX_ENTRIES: Final = 100_000
+
+# Connection refused, reset, a replica promoted mid-failover, a server still loading its data:
+# the store cannot answer, which is a 503, not a 500 and never an "allow".
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+
+
+class RevocationStore(Protocol):
+    """Which sessions, tokens and users' older tokens are revoked, until they would expire."""
+
+    async def revoke_session(self, sid: str, *, ttl_seconds: int) -> None:
+        """Revoke every access token of session ``sid``."""
+
+    async def revoke_token(self, jti: str, *, ttl_seconds: int) -> None:
+        """Revoke the one access token ``jti``."""
+
+    async def revoke_user_tokens_before(
+        self, user_id: str, issued_before: int, *, ttl_seconds: int
+    ) -> None:
+        """Revoke every token of ``user_id`` with ``iat < issued_before`` (a Unix time).
+
+        Used when an account is disabled or its roles change. The highest cut-off ever given
+        is kept: a later call with a lower one never re-enables a token.
+        """
+
+    async def is_revoked(self, *, jti: str, sid: str, user_id: str, issued_at: int) -> bool:
+        """One look-up answering for the token, its session and its user's cut-off."""
+
+    async def ping(self) -> bool:
+        """True when the store can answer now."""
+
+    async def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+
+
+def _ttl(ttl_seconds: int) -> int:
+    if ttl_seconds <= 0:
+        raise ValueError("ttl_seconds must be positive")
+    return ttl_seconds
+
+
+Kind = Literal["sid", "jti", "user"]
+_Key = tuple[Kind, str]
+
+
+class MemoryRevocationStore:
+    """In-process revocations for a single-process deployment (no Redis configured).
+
+    Expiry uses ``time.monotonic()``: a wall-clock step (NTP, an operator's ``date``) can
+    neither expire an entry early nor keep it forever. The user cut-offs themselves are Unix
+    times compared with the tokens' ``iat``; only their lifetime is monotonic.
+
+    Bounded at ``max_entries`` entries in all. When a new entry would exceed it, expired
+    entries are pruned first; if it is still full, the entries that expire soonest are
+    evicted (and a warning is logged). An evicted entry can only re-enable tokens that would
+    expire before those of every entry kept, so the window an eviction re-opens is the
+    smallest possible. Refusing new revocations instead would let whoever fills the store
+    block the revocation that matters most, the newest (an account being disabled now).
+    Size ``max_entries`` above the revocations expected within one token lifetime, or use
+    Redis, which is also the only choice with more than one process.
+
+    ``is_revoked`` is three dict look-ups; writes are O(log n) amortised through a heap of
+    expiry times whose stale entries are dropped lazily and compacted when they dominate.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._expiry: dict[_Key, float] = {}
+        self._cutoffs: dict[str, int] = {}
+        # (expires_at, insertion number, key): of equal expiries the older goes first. An item
+        # is stale, and skipped when popped, unless _expiry[key] still equals its expires_at.
+        self._heap: list[tuple[float, int, _Key]] = []
+        self._counter = itertools.count()
+        self._evicted_unreported = 0
+        self._last_eviction_warning: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    async def revoke_session(self, sid: str, *, ttl_seconds: int) -> None:
+        self._put(("sid", sid), _ttl(ttl_seconds))
+
+    async def revoke_token(self, jti: str, *, ttl_seconds: int) -> None:
+        self._put(("jti", jti), _ttl(ttl_seconds))
+
+    async def revoke_user_tokens_before(
+        self, user_id: str, issued_before: int, *, ttl_seconds: int
+    ) -> None:
+        self._put(("user", user_id), _ttl(ttl_seconds))  # evicts others, never this key
+        self._cutoffs[user_id] = max(issued_before, self._cutoffs.get(user_id, issued_before))
+
+    async def is_revoked(self, *, jti: str, sid: str, user_id: str, issued_at: int) -> bool:
+        now = time.monotonic()
+        if self._live(("jti", jti), now) or self._live(("sid", sid), now):
+            return True
+        return self._live(("user", user_id), now) and issued_at < self._cutoffs[user_id]
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._expiry.clear()
+        self._cutoffs.clear()
+        self._heap.clear()
+
+    def _live(self, key: _Key, now: float) -> bool:
+        expires_at = self._expiry.get(key)
+        if expires_at is None:
+            return False
+        if expires_at <= now:
+            self._delete(key)
+            return False
+        return True
+
+    def _put(self, key: _Key, ttl_seconds: int) -> None:
+        now = time.monotonic()
+        self._prune_expired(now)
+        expires_at = now + ttl_seconds
+        current = self._expiry.get(key)
+        if current is not None and current >= expires_at:
+            return
+        if current is None and len(self._expiry) >= self.max_entries:
+            self._evict_soonest(len(self._expiry) - self.max_entries + 1)
+        self._expiry[key] = expires_at
+        heapq.heappush(self._heap, (expires_at, next(self._counter), key))
+        if len(self._heap) > 2 * len(self._expiry) + 64:
+            # Dict order is first-revocation order, so ties still go oldest first.
+            self._heap = [(when, next(self._counter), item) for item, when in self._expiry.items()]
+            heapq.heapify(self._heap)
+
+    def _prune_expired(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            expires_at, _, key = heapq.heappop(self._heap)
+            if self._expiry.get(key) == expires_at:
+                self._delete(key)
+
+    def _evict_soonest(self, count: int) -> None:
+        evicted = 0
+        while evicted < count and self._heap:
+            expires_at, _, key = heapq.heappop(self._heap)
+            if self._expiry.get(key) == expires_at:
+                self._delete(key)
+                evicted += 1
+        self._evicted_unreported += evicted
+        now = time.monotonic()
+        # A flood evicts on every write; one line a minute says so without drowning the log.
+        if self._last_eviction_warning is None or now - self._last_eviction_warning >= 60:
+            logger.warning(
+                "revocation store full (%d entries): evicted %d soonest-expiring entries",
+                self.max_entries,
+                self._evicted_unreported,
+            )
+            self._last_eviction_warning = now
+            self._evicted_unreported = 0
+
+    def _delete(self, key: _Key) -> None:
+        del self._expiry[key]
+        if key[0] == "user":
+            del self._cutoffs[key[1]]
+
+
+# Keeps the higher value and the later expiry, atomically: a revocation is never weakened by
+# a later, weaker one. KEYS[1] the entry; ARGV[1] its value (an integer); ARGV[2] its TTL in ms.
+_REVOKE_SCRIPT = """
+local value = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) > tonumber(value) then value = current end
+local remaining = redis.call('PTTL', KEYS[1])
+if remaining == -1 then
+  redis.call('SET', KEYS[1], value, 'KEEPTTL')
+  return 0
+end
+if remaining > ttl then ttl = remaining end
+redis.call('SET', KEYS[1], value, 'PX', ttl)
+return 1
+"""
+
+
+def redis_client_from_url(url: str) -> redis.asyncio.Redis:
+    """A client that answers or fails within about two seconds, never hangs.
+
+    One immediate retry on a connection error covers a pooled connection that Redis closed
+    (a restart, an idle timeout); a timeout is not retried, since it would only double the
+    wait. Every command this module sends is idempotent, so a retry cannot double-apply.
+    """
+    return redis.asyncio.Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        socket_timeout=REDIS_READ_TIMEOUT,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+    )
+
+
+class RedisRevocationStore:
+    """Revocations shared by every process, as Redis keys that expire with their tokens.
+
+    Keys: ``<prefix>sid:<sid>`` and ``<prefix>jti:<jti>`` (value 1) and
+    ``<prefix>user:<user_id>`` (value: the cut-off, Unix seconds). The kind comes before the
+    identifier, so identifiers containing ``:`` cannot collide across kinds.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, *, prefix: str = "bastion:revoked:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._revoke = client.register_script(_REVOKE_SCRIPT)
+
+    def _key(self, kind: Kind, identifier: str) -> str:
+        return f"{self.prefix}{kind}:{identifier}"
+
+    async def _set(self, key: str, value: int, ttl_seconds: int) -> None:
+        try:
+            await self._revoke(keys=[key], args=[value, _ttl(ttl_seconds) * 1000])
+        except _UNAVAILABLE as error:
+            raise StorageUnavailable from error
+
+    async def revoke_session(self, sid: str, *, ttl_seconds: int) -> None:
+        await self._set(self._key("sid", sid), 1, ttl_seconds)
+
+    async def revoke_token(self, jti: str, *, ttl_seconds: int) -> None:
+        await self._set(self._key("jti", jti), 1, ttl_seconds)
+
+    async def revoke_user_tokens_before(
+        self, user_id: str, issued_before: int, *, ttl_seconds: int
+    ) -> None:
+        await self._set(self._key("user", user_id), issued_before, ttl_seconds)
+
+    async def is_revoked(self, *, jti: str, sid: str, user_id: str, issued_at: int) -> bool:
+        keys = [self._key("jti", jti), self._key("sid", sid), self._key("user", user_id)]
+        try:
+            token, session, cutoff = await self.client.mget(keys)
+        except _UNAVAILABLE as error:
+            raise StorageUnavailable from error
+        if token is not None or session is not None:
+            return True
+        return cutoff is not None and issued_at < int(cutoff)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except _UNAVAILABLE:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def revocation_store_from_settings(settings: Settings) -> RevocationStore:
+    """Redis when ``BASTION_REDIS_URL`` is set; otherwise in process (one process only)."""
+    if settings.redis_url is not None:
+        return RedisRevocationStore(redis_client_from_url(settings.redis_url.get_secret_value()))
+    return MemoryRevocationStore()

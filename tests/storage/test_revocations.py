@@ -1,0 +1,286 @@
+"""Revocations: one contract over memory and Redis, the memory bound, and Redis going away."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.storage import StorageUnavailable, revocations
+from bastion.storage.revocations import (
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+    redis_client_from_url,
+    revocation_store_from_settings,
+)
+from tests.conftest import make_settings
+from tests.servers.redis import RedisServer
+
+NOW = 1_700_000_000
+HOUR = 3600
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[RevocationStore]:
+    if request.param == "memory":
+        memory = MemoryRevocationStore()
+        yield memory
+        await memory.close()
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    # A fresh prefix per test keeps tests independent on the worker's shared server.
+    shared = RedisRevocationStore(
+        redis_client_from_url(server.url), prefix=f"test:{uuid.uuid4().hex}:"
+    )
+    yield shared
+    await shared.close()
+
+
+async def _revoked(
+    store: RevocationStore,
+    *,
+    jti: str = "jti-other",
+    sid: str = "sid-other",
+    user_id: str = "user-other",
+    issued_at: int = NOW,
+) -> bool:
+    return await store.is_revoked(jti=jti, sid=sid, user_id=user_id, issued_at=issued_at)
+
+
+async def test_nothing_is_revoked_at_first(store: RevocationStore) -> None:
+    assert await store.ping()
+    assert not await _revoked(store, jti="j", sid="s", user_id="u")
+
+
+async def test_a_revoked_session_revokes_every_token_of_it_and_no_other(
+    store: RevocationStore,
+) -> None:
+    await store.revoke_session("sid-1", ttl_seconds=HOUR)
+    assert await _revoked(store, jti="jti-a", sid="sid-1")
+    assert await _revoked(store, jti="jti-b", sid="sid-1", user_id="anyone")
+    assert not await _revoked(store, jti="jti-a", sid="sid-2")
+
+
+async def test_a_revoked_token_revokes_only_that_token(store: RevocationStore) -> None:
+    await store.revoke_token("jti-1", ttl_seconds=HOUR)
+    assert await _revoked(store, jti="jti-1", sid="sid-1")
+    assert not await _revoked(store, jti="jti-2", sid="sid-1")
+
+
+async def test_kinds_never_collide_even_with_colons_in_identifiers(
+    store: RevocationStore,
+) -> None:
+    await store.revoke_token("sid:x", ttl_seconds=HOUR)
+    await store.revoke_session("jti:y", ttl_seconds=HOUR)
+    await store.revoke_user_tokens_before("z", NOW + 10, ttl_seconds=HOUR)
+    assert not await _revoked(store, jti="x", sid="x")
+    assert not await _revoked(store, jti="jti:y", sid="y")
+    assert not await _revoked(store, jti="z", sid="z", user_id="user:z")
+    assert await _revoked(store, jti="sid:x")
+    assert await _revoked(store, sid="jti:y")
+
+
+async def test_a_user_cutoff_revokes_only_older_tokens_of_that_user(
+    store: RevocationStore,
+) -> None:
+    await store.revoke_user_tokens_before("user-1", NOW, ttl_seconds=HOUR)
+    assert await _revoked(store, user_id="user-1", issued_at=NOW - 1)
+    assert not await _revoked(store, user_id="user-1", issued_at=NOW)
+    assert not await _revoked(store, user_id="user-1", issued_at=NOW + 1)
+    assert not await _revoked(store, user_id="user-2", issued_at=NOW - 1)
+
+
+async def test_a_lower_later_cutoff_never_lowers_the_stored_one(store: RevocationStore) -> None:
+    await store.revoke_user_tokens_before("user-1", NOW, ttl_seconds=HOUR)
+    await store.revoke_user_tokens_before("user-1", NOW - 100, ttl_seconds=HOUR)
+    assert await _revoked(store, user_id="user-1", issued_at=NOW - 50)
+    await store.revoke_user_tokens_before("user-1", NOW + 100, ttl_seconds=HOUR)
+    assert await _revoked(store, user_id="user-1", issued_at=NOW + 50)
+    assert not await _revoked(store, user_id="user-1", issued_at=NOW + 100)
+
+
+async def test_entries_expire_after_their_ttl_and_a_shorter_ttl_never_shortens_one(
+    store: RevocationStore,
+) -> None:
+    await store.revoke_token("short-jti", ttl_seconds=1)
+    await store.revoke_session("short-sid", ttl_seconds=1)
+    await store.revoke_user_tokens_before("short-user", NOW, ttl_seconds=1)
+    await store.revoke_token("long-jti", ttl_seconds=HOUR)
+    await store.revoke_token("long-jti", ttl_seconds=1)
+    await store.revoke_user_tokens_before("long-user", NOW, ttl_seconds=HOUR)
+    await store.revoke_user_tokens_before("long-user", NOW - 10, ttl_seconds=1)
+    assert await _revoked(store, jti="short-jti")
+    assert await _revoked(store, sid="short-sid")
+    assert await _revoked(store, user_id="short-user", issued_at=NOW - 1)
+
+    await asyncio.sleep(1.1)
+
+    assert not await _revoked(store, jti="short-jti")
+    assert not await _revoked(store, sid="short-sid")
+    assert not await _revoked(store, user_id="short-user", issued_at=NOW - 1)
+    assert await _revoked(store, jti="long-jti")
+    assert await _revoked(store, user_id="long-user", issued_at=NOW - 1)
+
+
+@pytest.mark.parametrize("ttl", [0, -5])
+async def test_a_ttl_must_be_positive(store: RevocationStore, ttl: int) -> None:
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        await store.revoke_token("jti-1", ttl_seconds=ttl)
+    assert not await _revoked(store, jti="jti-1")
+
+
+# --- the memory store's bound ----------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Replaces only the module's view of ``time``, not the event loop's clock."""
+    fake = FakeClock()
+    monkeypatch.setattr(revocations, "time", fake)
+    return fake
+
+
+async def test_the_memory_store_never_grows_past_its_bound() -> None:
+    store = MemoryRevocationStore(max_entries=10_000)
+    # Long-lived entries added first must outlive the flood: eviction goes by expiry, not age.
+    await store.revoke_session("day-long", ttl_seconds=24 * HOUR)
+    await store.revoke_user_tokens_before("day-long", NOW, ttl_seconds=24 * HOUR)
+    for number in range(100_000):
+        await store.revoke_token(f"jti-{number}", ttl_seconds=HOUR)
+        assert len(store) <= 10_000
+    assert len(store) == 10_000
+    assert len(store._heap) <= 2 * 10_000 + 64
+    for number in range(100_000 - 9_998, 100_000):
+        assert await _revoked(store, jti=f"jti-{number}")
+    assert not await _revoked(store, jti="jti-0")
+    assert not await _revoked(store, jti=f"jti-{100_000 - 9_999}")
+    assert await _revoked(store, sid="day-long")
+    assert await _revoked(store, user_id="day-long", issued_at=NOW - 1)
+
+
+async def test_a_full_memory_store_prunes_expired_entries_before_evicting_live_ones(
+    clock: FakeClock,
+) -> None:
+    store = MemoryRevocationStore(max_entries=4)
+    await store.revoke_token("expiring-1", ttl_seconds=10)
+    await store.revoke_token("expiring-2", ttl_seconds=10)
+    await store.revoke_token("live-1", ttl_seconds=HOUR)
+    await store.revoke_user_tokens_before("live-user", NOW, ttl_seconds=HOUR)
+    clock.now += 11
+    await store.revoke_token("new-1", ttl_seconds=60)
+    await store.revoke_token("new-2", ttl_seconds=60)
+    assert len(store) == 4
+    for jti in ("live-1", "new-1", "new-2"):
+        assert await _revoked(store, jti=jti)
+    assert await _revoked(store, user_id="live-user", issued_at=NOW - 1)
+
+    await store.revoke_token("new-3", ttl_seconds=120)
+    assert len(store) == 4
+    assert not await _revoked(store, jti="new-1")  # the soonest to expire went
+    assert await _revoked(store, jti="new-3")
+    assert await _revoked(store, jti="live-1")
+
+
+async def test_memory_entries_expire_on_the_monotonic_clock(clock: FakeClock) -> None:
+    store = MemoryRevocationStore()
+    await store.revoke_user_tokens_before("user-1", NOW, ttl_seconds=60)
+    clock.now += 59
+    assert await _revoked(store, user_id="user-1", issued_at=NOW - 1)
+    clock.now += 1
+    assert not await _revoked(store, user_id="user-1", issued_at=NOW - 1)
+    assert len(store) == 0
+    await store.revoke_user_tokens_before("user-1", NOW - 100, ttl_seconds=60)
+    assert not await _revoked(store, user_id="user-1", issued_at=NOW - 1)  # old cutoff gone
+
+
+# --- Redis going away --------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A server of this test's own: stopping the worker's shared one would break others."""
+    server = RedisServer().start()
+    yield server
+    server.destroy()
+
+
+async def test_redis_down_fails_closed_fast_and_recovers_with_the_same_client(
+    own_redis: RedisServer,
+) -> None:
+    store = RedisRevocationStore(redis_client_from_url(own_redis.url))
+    try:
+        await store.revoke_token("jti-1", ttl_seconds=HOUR)
+        assert await _revoked(store, jti="jti-1")
+
+        own_redis.stop()
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            await _revoked(store, jti="jti-2")
+        assert time.monotonic() - started < 3
+        with pytest.raises(StorageUnavailable):
+            await store.revoke_token("jti-2", ttl_seconds=HOUR)
+        assert not await store.ping()
+
+        own_redis.start()
+        assert await store.ping()
+        assert not await _revoked(store, jti="jti-2")  # no persistence: the data died with it
+        await store.revoke_token("jti-2", ttl_seconds=HOUR)
+        assert await _revoked(store, jti="jti-2")
+    finally:
+        await store.close()
+
+
+async def test_a_redis_that_never_answers_fails_closed_within_the_timeout() -> None:
+    # Accepts connections (the kernel completes the handshake) but never replies.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        store = RedisRevocationStore(redis_client_from_url(f"redis://127.0.0.1:{port}/0"))
+        try:
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable):
+                await _revoked(store, jti="jti-1")
+            assert time.monotonic() - started < 3
+        finally:
+            await store.close()
+
+
+async def test_settings_choose_redis_when_a_url_is_set(tmp_path: Path) -> None:
+    assert isinstance(
+        revocation_store_from_settings(make_settings(tmp_path)), MemoryRevocationStore
+    )
+    chosen = revocation_store_from_settings(
+        make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0")
+    )
+    assert isinstance(chosen, RedisRevocationStore)
+    await chosen.close()
+
+
+async def test_evictions_are_logged_at_most_once_a_minute(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryRevocationStore(max_entries=2)
+    for number in range(10):
+        await store.revoke_token(f"jti-{number}", ttl_seconds=HOUR)
+    clock.now += 60
+    await store.revoke_token("jti-late", ttl_seconds=HOUR)
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        "revocation store full (2 entries): evicted 1 soonest-expiring entries",
+        "revocation store full (2 entries): evicted 8 soonest-expiring entries",
+    ]
