@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from bastion.audit.service import ChainVerification, verify_chain
 from bastion.config import Settings, insecure_findings
 from bastion.logs import configure_logging
 from bastion.server import run_server
@@ -138,6 +139,39 @@ def openapi() -> None:
         json.dump(app.openapi(), sys.stdout, indent=2)
         asyncio.run(app.state.database.dispose())
     sys.stdout.write("\n")
+
+
+audit_cli = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+cli.add_typer(audit_cli, name="audit")
+
+
+async def _verify_audit(settings: Settings) -> ChainVerification | None:
+    """The chain's verdict; None when the schema is not migrated to this version."""
+    database = Database.from_settings(settings)
+    try:
+        if not await database.ping():
+            raise StorageUnavailable
+        if await current_revision(database.engine) != head_revision():
+            return None
+        async with database.transaction() as session:
+            return await verify_chain(session)
+    finally:
+        await database.dispose()
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Check the audit hash chain; exit 1 naming the first broken event."""
+    settings = load_settings()  # logging left unconfigured: the verdict is the only output
+    try:
+        verdict = asyncio.run(_verify_audit(settings))
+    except StorageUnavailable:
+        raise _fail("bastion: the database does not answer; nothing was verified") from None
+    if verdict is None:
+        raise _fail("bastion: the database schema is not current; run `bastion migrate` first")
+    if not verdict.ok:
+        raise _fail(f"audit chain broken at event {verdict.broken_seq}: {verdict.reason}")
+    typer.echo(f"audit chain intact: {verdict.checked} events")
 
 
 def main() -> None:
