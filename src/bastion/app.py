@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from starlette.middleware import Middleware
 
 from bastion import __version__
 from bastion.apidocs.router import mount_docs
+from bastion.authentication import Authenticator
 from bastion.config import Settings
 from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
+from bastion.identity.router import router as identity_router
+from bastion.identity.service import IdentityService
 from bastion.logs import configure_logging
 from bastion.middleware import (
     AccessLogMiddleware,
@@ -28,10 +29,11 @@ from bastion.middleware import (
     SecureHeadersMiddleware,
     ServerErrorMiddleware,
 )
+from bastion.security.passwords import PasswordHasher
+from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
 from bastion.storage import Database
-
-TOKEN_URL = "/auth/token"  # noqa: S105 (a path, not a secret)
-OAUTH2_SCHEME_NAME = "OAuth2PasswordBearer"
+from bastion.storage.revocations import revocation_store_from_settings
+from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
@@ -44,28 +46,48 @@ def _middleware(settings: Settings) -> list[Middleware]:
     ]
 
 
-def _openapi_with_password_flow(app: FastAPI) -> dict[str, Any]:
-    """The spec, declaring the OAuth2 password flow so Swagger UI's Authorize works."""
-    if app.openapi_schema is None:
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes.setdefault(
-            OAUTH2_SCHEME_NAME,
-            {"type": "oauth2", "flows": {"password": {"tokenUrl": TOKEN_URL, "scopes": {}}}},
-        )
-        app.openapi_schema = schema
-    return app.openapi_schema
+def _identity_service(
+    settings: Settings, database: Database
+) -> tuple[Authenticator, IdentityService]:
+    keys = KeyRingHolder(database, settings)
+    verifier = TokenVerifier(
+        issuer=settings.issuer, audience=settings.audience, cache=VerifiedTokenCache()
+    )
+    revocations = revocation_store_from_settings(settings)
+    hasher = PasswordHasher(
+        memory_kib=settings.password_hash_memory_kib,
+        time_cost=settings.password_hash_time_cost,
+        parallelism=settings.password_hash_parallelism,
+    )
+    authenticator = Authenticator(keys=keys, verifier=verifier, revocations=revocations)
+    identity = IdentityService(
+        settings=settings, hasher=hasher, keys=keys, verifier=verifier, revocations=revocations
+    )
+    return authenticator, identity
+
+
+async def start_identity(app: FastAPI) -> None:
+    """First start generates the signing key; every start re-applies recent revocations
+    (the in-process store begins empty)."""
+    identity: IdentityService = app.state.identity
+    database: Database = app.state.database
+    async with database.transaction() as session:
+        await ensure_signing_key(session, identity.settings, now=identity.clock())
+    async with database.transaction() as session:
+        await identity.restore_revocations(session)
+    await identity.keys.reload()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     database = Database.from_settings(settings)
+    authenticator, identity = _identity_service(settings, database)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await start_identity(app)
         yield
+        await identity.revocations.close()
         await database.dispose()
 
     app = FastAPI(
@@ -81,10 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.authenticator = authenticator
+    app.state.identity = identity
     install_problem_handlers(app)
     app.include_router(health_router)
+    app.include_router(identity_router)
     mount_docs(app)
-    app.openapi = lambda: _openapi_with_password_flow(app)  # type: ignore[method-assign]
     return app
 
 

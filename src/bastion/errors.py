@@ -50,7 +50,38 @@ class Forbidden(DomainError):
     detail = "You are not allowed to do this."
 
 
-DOMAIN_STATUS: dict[type[DomainError], int] = {NotFound: 404, Conflict: 409, Forbidden: 403}
+class BadRequest(DomainError):
+    detail = "The request cannot be processed."
+
+
+class Unauthenticated(DomainError):
+    """No usable credentials. ``token_presented`` decides the RFC 6750 challenge."""
+
+    detail = "Authentication is required."
+
+    def __init__(self, detail: str | None = None, *, token_presented: bool = False) -> None:
+        super().__init__(detail)
+        self.token_presented = token_presented
+
+
+class InvalidFields(DomainError):
+    """Input that passed the schema but not a domain rule (e.g. the password policy)."""
+
+    detail = "The request is invalid; see errors."
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__()
+        self.errors = errors
+
+
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    BadRequest: 400,
+    Unauthenticated: 401,
+    InvalidFields: 422,
+}
 
 UNAVAILABLE_DETAIL = "A backing service is not answering; try again shortly."
 RETRY_AFTER_UNAVAILABLE = "5"
@@ -93,11 +124,23 @@ async def _http_problem(request: Request, exc: Exception) -> Response:
     return ProblemResponse(request, exc.status_code, detail, headers=exc.headers)
 
 
+def bearer_challenge(*, token_presented: bool) -> str:
+    """RFC 6750 §3: name the error only when a token was actually presented."""
+    if token_presented:
+        return 'Bearer realm="bastion", error="invalid_token"'
+    return 'Bearer realm="bastion"'
+
+
 async def _domain_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)  # noqa: S101 (registered for this type)
     status = next(
         (code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind)), 400
     )
+    if isinstance(exc, Unauthenticated):
+        challenge = bearer_challenge(token_presented=exc.token_presented)
+        return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})
+    if isinstance(exc, InvalidFields):
+        return ProblemResponse(request, status, exc.detail, errors=exc.errors)
     return ProblemResponse(request, status, exc.detail)
 
 

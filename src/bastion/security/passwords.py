@@ -88,7 +88,8 @@ class PasswordHasher:
         )
         self._limiter = anyio.CapacityLimiter(concurrency)
         # Verified against when the user does not exist, so that path costs the same.
-        self._dummy_hash = self._hash.hash("bastion-dummy-password-for-unknown-users")
+        # Made on first use: building an app should not cost a hash.
+        self._dummy_hash: str | None = None
 
     async def hash(self, password: str) -> str:
         return await anyio.to_thread.run_sync(
@@ -103,6 +104,8 @@ class PasswordHasher:
 
     async def verify_dummy(self, password: str) -> None:
         """Spends the time of a real verification and always fails."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash("bastion-dummy-password-for-unknown-users")
         await anyio.to_thread.run_sync(
             self._hash.verify, normalise(password), self._dummy_hash, limiter=self._limiter
         )

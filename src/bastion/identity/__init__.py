@@ -1,0 +1,1 @@
+"""Accounts, sessions and tokens: the identity provider."""

@@ -1,0 +1,215 @@
+"""/auth and the JWKS: thin routes over ``IdentityService``."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from bastion.dependencies import CurrentPrincipal, DbSession
+from bastion.identity.schemas import (
+    JsonWebKeySet,
+    OAuthError,
+    PasswordChangeRequest,
+    RegisterRequest,
+    TokenResponse,
+    UserPublic,
+)
+from bastion.identity.service import GrantError, IdentityService, RequestContext
+from bastion.middleware.request_id import request_id_of
+
+router = APIRouter(tags=["identity"])
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 10
+GRANT_TYPES = ("password", "refresh_token")
+
+_TOKEN_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM_CONTENT_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["grant_type"],
+                    "properties": {
+                        "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
+                        "username": {"type": "string"},
+                        "password": {"type": "string", "format": "password"},
+                        "refresh_token": {"type": "string"},
+                        "scope": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+_REVOKE_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM_CONTENT_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["token"],
+                    "properties": {
+                        "token": {"type": "string"},
+                        "token_type_hint": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _identity(request: Request) -> IdentityService:
+    identity: IdentityService = request.app.state.identity
+    return identity
+
+
+def _context(request: Request) -> RequestContext:
+    client = request.client
+    return RequestContext(
+        client_ip=client.host if client else None, request_id=request_id_of(request.scope)
+    )
+
+
+class _BadForm(Exception):
+    pass
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    """An RFC 6749 form: urlencoded, every parameter at most once, few fields."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != FORM_CONTENT_TYPE:
+        raise _BadForm
+    try:
+        text = (await request.body()).decode("utf-8")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FORM_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _BadForm from None
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        raise _BadForm
+    return form
+
+
+def _oauth_error(error: str, description: str) -> JSONResponse:
+    return JSONResponse(
+        OAuthError(error=error, error_description=description).model_dump(),
+        status_code=400,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+@router.post("/auth/register", status_code=201, responses={409: {}, 422: {}})
+async def register(body: RegisterRequest, request: Request, session: DbSession) -> UserPublic:
+    """Create an account. The password policy follows NIST SP 800-63B-4."""
+    user = await _identity(request).register(session, body, _context(request))
+    return UserPublic.model_validate(user)
+
+
+@router.post(
+    "/auth/token",
+    response_model=TokenResponse,
+    responses={400: {"model": OAuthError}},
+    openapi_extra=_TOKEN_FORM_SCHEMA,
+)
+async def token(request: Request, session: DbSession) -> Response:
+    """OAuth2 token endpoint (RFC 6749): ``password`` and ``refresh_token`` grants."""
+    try:
+        form = await _read_form(request)
+    except _BadForm:
+        return _oauth_error("invalid_request", "The request must be a valid form.")
+    grant_type = form.get("grant_type")
+    identity = _identity(request)
+    try:
+        if grant_type == "password":
+            username, password = form.get("username"), form.get("password")
+            if not username or not password:
+                return _oauth_error("invalid_request", "username and password are required.")
+            issued = await identity.password_grant(
+                session,
+                username=username,
+                password=password,
+                scope=form.get("scope"),
+                context=_context(request),
+            )
+        elif grant_type == "refresh_token":
+            refresh_token = form.get("refresh_token")
+            if not refresh_token:
+                return _oauth_error("invalid_request", "refresh_token is required.")
+            issued = await identity.refresh_grant(
+                session,
+                refresh_token=refresh_token,
+                scope=form.get("scope"),
+                context=_context(request),
+            )
+        elif grant_type is None:
+            return _oauth_error("invalid_request", "grant_type is required.")
+        else:
+            return _oauth_error("unsupported_grant_type", "Use password or refresh_token.")
+    except GrantError as refused:
+        # Returned, not raised: the failure's audit event and lockout count must commit.
+        return _oauth_error(refused.error, refused.description)
+    return JSONResponse(
+        issued.model_dump(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+    )
+
+
+@router.post("/auth/revoke", openapi_extra=_REVOKE_FORM_SCHEMA)
+async def revoke(request: Request, session: DbSession) -> Response:
+    """RFC 7009 revocation. Always 200, so it reveals nothing about the token."""
+    try:
+        form = await _read_form(request)
+    except _BadForm:
+        return _oauth_error("invalid_request", "The request must be a valid form.")
+    token_value = form.get("token")
+    if token_value:
+        await _identity(request).revoke(session, token=token_value, context=_context(request))
+    return Response(status_code=200)
+
+
+@router.post("/auth/logout", status_code=204, responses={401: {}})
+async def logout(principal: CurrentPrincipal, request: Request, session: DbSession) -> None:
+    """End this session: its refresh tokens and access tokens stop working at once."""
+    await _identity(request).logout(session, principal, _context(request))
+
+
+@router.get("/auth/me", responses={401: {}})
+async def me(principal: CurrentPrincipal, request: Request, session: DbSession) -> UserPublic:
+    user = await _identity(request).current_user(session, principal)
+    return UserPublic.model_validate(user)
+
+
+@router.post("/auth/password", status_code=204, responses={400: {}, 401: {}, 422: {}})
+async def change_password(
+    body: PasswordChangeRequest,
+    principal: CurrentPrincipal,
+    request: Request,
+    session: DbSession,
+) -> None:
+    """Change the password; every other session of the account is revoked."""
+    await _identity(request).change_password(
+        session,
+        principal,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        context=_context(request),
+    )
+
+
+@router.get("/.well-known/jwks.json", responses={200: {"model": JsonWebKeySet}})
+async def jwks(request: Request) -> JSONResponse:
+    """Public keys of every key whose tokens may still be valid."""
+    identity = _identity(request)
+    ring = await identity.keys.reload_if_stale() or await identity.keys.ring()
+    document = ring.jwks(
+        now=identity.clock(), max_token_lifetime=identity.settings.access_token_ttl
+    )
+    return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})

@@ -1,0 +1,488 @@
+"""Registration, login, refresh with reuse detection, revocation, lockout, password change.
+
+Every method runs inside the caller's transaction (one per request) and writes its audit
+event in that same transaction, so a change and its record commit or vanish together.
+Failures the client must not be able to tell apart (unknown user, wrong password, disabled,
+locked) all end in the same ``GrantError("invalid_grant")`` after the same work: one
+Argon2id verification, one audit insert.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.audit.events import AuditEventType, AuditRecord, Outcome
+from bastion.audit.service import record_event
+from bastion.config import Settings
+from bastion.errors import BadRequest, Conflict, InvalidFields, Unauthenticated
+from bastion.identity.schemas import RegisterRequest, TokenResponse
+from bastion.problems import FieldError
+from bastion.security.passwords import PasswordHasher, password_problems
+from bastion.security.permissions import (
+    DEFAULT_ROLES,
+    UnknownScope,
+    granted_permissions,
+    parse_scope,
+    resolve_scope,
+)
+from bastion.security.principal import Principal
+from bastion.security.tokens import (
+    LEEWAY_SECONDS,
+    InvalidToken,
+    TokenVerifier,
+    access_token_claims,
+    hash_refresh_token,
+    new_refresh_token,
+)
+from bastion.storage.revocations import RevocationStore
+from bastion.storage.signing_keys import KeyRingHolder
+from bastion.storage.tables import LoginSession, RefreshToken, User
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who is asking, for the audit log."""
+
+    client_ip: str | None
+    request_id: str | None
+
+
+class GrantError(Exception):
+    """An RFC 6749 §5.2 error; ``description`` is fixed text, safe for the client."""
+
+    error = "invalid_grant"
+    description = "The credentials or the grant are not valid."
+
+
+class InvalidScope(GrantError):
+    error = "invalid_scope"
+    description = "The requested scope is not valid."
+
+
+class IdentityService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        hasher: PasswordHasher,
+        keys: KeyRingHolder,
+        verifier: TokenVerifier,
+        revocations: RevocationStore,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.hasher = hasher
+        self.keys = keys
+        self.verifier = verifier
+        self.revocations = revocations
+        self.clock = clock
+
+    # -- audit -------------------------------------------------------------------------
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        context: RequestContext,
+        event: AuditEventType,
+        outcome: Outcome,
+        *,
+        actor: str | None = None,
+        subject: str | None = None,
+        **details: str | int | bool | None,
+    ) -> None:
+        await record_event(
+            session,
+            AuditRecord(
+                occurred_at=self.clock(),
+                type=event,
+                outcome=outcome,
+                actor_id=actor,
+                subject_id=subject,
+                client_ip=context.client_ip,
+                request_id=context.request_id,
+                details=details,
+            ),
+        )
+
+    # -- registration --------------------------------------------------------------------
+
+    async def register(
+        self, session: AsyncSession, request: RegisterRequest, context: RequestContext
+    ) -> User:
+        problems = password_problems(
+            request.password, username=request.username, email=request.email
+        )
+        if problems:
+            raise InvalidFields([{"loc": ["body", "password"], "msg": msg} for msg in problems])
+        now = self.clock()
+        user = User(
+            id=uuid.uuid4(),
+            username=request.username,
+            email=request.email,
+            age=request.age,
+            password_hash=await self.hasher.hash(request.password),
+            roles=list(DEFAULT_ROLES),
+            disabled=False,
+            token_version=0,
+            failed_logins=0,
+            lockouts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(user)
+        except IntegrityError:
+            raise Conflict("That username or email address is already registered.") from None
+        await self._audit(
+            session, context, AuditEventType.REGISTRATION, Outcome.SUCCESS,
+            actor=str(user.id), subject=str(user.id),
+        )
+        return user
+
+    # -- password grant ------------------------------------------------------------------
+
+    def _lock_period(self, lockouts: int) -> timedelta:
+        seconds = self.settings.lockout_base_seconds * 2 ** min(lockouts - 1, 30)
+        return timedelta(seconds=min(seconds, self.settings.lockout_max_seconds))
+
+    async def password_grant(
+        self,
+        session: AsyncSession,
+        *,
+        username: str,
+        password: str,
+        scope: str | None,
+        context: RequestContext,
+    ) -> TokenResponse:
+        try:
+            requested = parse_scope(scope)
+            resolve_scope(requested, frozenset())  # refuses unknown permissions early
+        except UnknownScope:
+            raise InvalidScope from None
+        user = await session.scalar(
+            select(User).where(User.username == username.lower()).with_for_update()
+        )
+        if user is None:
+            await self.hasher.verify_dummy(password)
+            await self._audit(
+                session, context, AuditEventType.LOGIN_FAILURE, Outcome.FAILURE,
+                reason="unknown_user",
+            )
+            raise GrantError
+        verification = await self.hasher.verify(password, user.password_hash)
+        now = self.clock()
+        if user.disabled:
+            reason = "disabled"
+        elif user.locked_until is not None and user.locked_until > now:
+            reason = "locked"  # refused even with the right password; does not extend the lock
+        elif not verification.valid:
+            reason = "wrong_password"
+            await self._count_failure(session, user, now, context)
+        else:
+            reason = ""
+        if reason:
+            await self._audit(
+                session, context, AuditEventType.LOGIN_FAILURE, Outcome.FAILURE,
+                subject=str(user.id), reason=reason,
+            )
+            raise GrantError
+
+        user.failed_logins = 0
+        user.lockouts = 0
+        user.locked_until = None
+        if verification.new_hash is not None:
+            user.password_hash = verification.new_hash
+        user.updated_at = now
+        granted = resolve_scope(requested, granted_permissions(user.roles))
+        login = LoginSession(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            scope=" ".join(sorted(granted)),
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.settings.session_max_age),
+        )
+        session.add(login)
+        response = await self._issue_tokens(session, user, login, granted, now)
+        await self._audit(
+            session, context, AuditEventType.LOGIN_SUCCESS, Outcome.SUCCESS,
+            actor=str(user.id), subject=str(user.id), session_id=str(login.id),
+        )
+        return response
+
+    async def _count_failure(
+        self, session: AsyncSession, user: User, now: datetime, context: RequestContext
+    ) -> None:
+        user.failed_logins += 1
+        user.updated_at = now
+        if user.failed_logins < self.settings.lockout_threshold:
+            return
+        user.lockouts += 1
+        user.failed_logins = 0
+        period = self._lock_period(user.lockouts)
+        user.locked_until = now + period
+        await self._audit(
+            session, context, AuditEventType.LOCKOUT, Outcome.DENIED,
+            subject=str(user.id), seconds=int(period.total_seconds()), lockouts=user.lockouts,
+        )
+
+    async def _issue_tokens(
+        self,
+        session: AsyncSession,
+        user: User,
+        login: LoginSession,
+        scopes: frozenset[str],
+        now: datetime,
+    ) -> TokenResponse:
+        refresh = new_refresh_token()
+        refresh_expiry = min(
+            now + timedelta(seconds=self.settings.refresh_token_ttl), login.expires_at
+        )
+        session.add(
+            RefreshToken(
+                session_id=login.id,
+                token_hash=hash_refresh_token(refresh),
+                created_at=now,
+                expires_at=refresh_expiry,
+            )
+        )
+        ring = await self.keys.reload_if_stale() or await self.keys.ring()
+        lifetime = self.settings.access_token_ttl
+        access = ring.sign(
+            access_token_claims(
+                issuer=self.settings.issuer,
+                audience=self.settings.audience,
+                subject=str(user.id),
+                session_id=str(login.id),
+                scopes=scopes,
+                lifetime=lifetime,
+                now=int(now.timestamp()),
+            )
+        )
+        return TokenResponse(
+            access_token=access,
+            expires_in=lifetime,
+            refresh_token=refresh,
+            scope=" ".join(sorted(scopes)),
+        )
+
+    # -- refresh grant -------------------------------------------------------------------
+
+    async def refresh_grant(
+        self,
+        session: AsyncSession,
+        *,
+        refresh_token: str,
+        scope: str | None,
+        context: RequestContext,
+    ) -> TokenResponse:
+        try:
+            requested = parse_scope(scope)
+            resolve_scope(requested, frozenset())
+        except UnknownScope:
+            raise InvalidScope from None
+        row = await session.execute(
+            select(RefreshToken, LoginSession, User)
+            .join(LoginSession, RefreshToken.session_id == LoginSession.id)
+            .join(User, LoginSession.user_id == User.id)
+            .where(RefreshToken.token_hash == hash_refresh_token(refresh_token))
+        )
+        found = row.one_or_none()
+        if found is None:
+            raise GrantError
+        token, login, user = found
+        now = self.clock()
+        if token.used_at is not None:
+            await self._refresh_reuse(session, login, user, context)
+            raise GrantError
+        if (
+            login.revoked_at is not None
+            or login.expires_at <= now
+            or token.expires_at <= now
+            or user.disabled
+        ):
+            raise GrantError
+        # Single use, decided by the database: of two concurrent uses exactly one row
+        # update succeeds; the other is a reuse like any replay.
+        claimed = await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            await self._refresh_reuse(session, login, user, context)
+            raise GrantError
+        session_scopes = frozenset(login.scope.split())
+        if requested is not None and not requested <= session_scopes:
+            raise InvalidScope
+        scopes = resolve_scope(requested or session_scopes, granted_permissions(user.roles))
+        response = await self._issue_tokens(session, user, login, scopes, now)
+        await self._audit(
+            session, context, AuditEventType.TOKEN_REFRESH, Outcome.SUCCESS,
+            actor=str(user.id), subject=str(user.id), session_id=str(login.id),
+        )
+        return response
+
+    async def _refresh_reuse(
+        self, session: AsyncSession, login: LoginSession, user: User, context: RequestContext
+    ) -> None:
+        """A used refresh token came back: someone holds a copy. The session dies whole."""
+        await self._revoke_sessions(session, [login], reason="refresh_reuse")
+        await self._audit(
+            session, context, AuditEventType.REFRESH_REUSE, Outcome.DENIED,
+            subject=str(user.id), session_id=str(login.id),
+        )
+
+    # -- revocation ----------------------------------------------------------------------
+
+    def _access_token_ttl(self) -> int:
+        """How long a revocation must be remembered: until every token it covers expired."""
+        return self.settings.access_token_ttl + LEEWAY_SECONDS
+
+    async def _revoke_sessions(
+        self, session: AsyncSession, logins: list[LoginSession], *, reason: str
+    ) -> None:
+        now = self.clock()
+        for login in logins:
+            if login.revoked_at is None:
+                login.revoked_at = now
+                login.revoked_reason = reason
+        await session.flush()
+        # The database is the record; the store makes it effective at once, without a
+        # query per request. Written after the flush: if the commit then fails, a session
+        # is revoked that the database still lists as live, the safe direction.
+        for login in logins:
+            await self.revocations.revoke_session(
+                str(login.id), ttl_seconds=self._access_token_ttl()
+            )
+
+    async def logout(
+        self, session: AsyncSession, principal: Principal, context: RequestContext
+    ) -> None:
+        login = await session.get(LoginSession, uuid.UUID(principal.session_id))
+        if login is not None:
+            await self._revoke_sessions(session, [login], reason="logout")
+        await self._audit(
+            session, context, AuditEventType.LOGOUT, Outcome.SUCCESS,
+            actor=principal.user_id, subject=principal.user_id,
+            session_id=principal.session_id,
+        )
+
+    async def revoke(
+        self, session: AsyncSession, *, token: str, context: RequestContext
+    ) -> None:
+        """RFC 7009: a refresh token ends its session; an access token ends itself.
+
+        Anything else is ignored; the endpoint answers 200 either way, so it tells nobody
+        whether a token was valid.
+        """
+        row = await session.execute(
+            select(RefreshToken, LoginSession)
+            .join(LoginSession, RefreshToken.session_id == LoginSession.id)
+            .where(RefreshToken.token_hash == hash_refresh_token(token))
+        )
+        found = row.one_or_none()
+        if found is not None:
+            _refresh, login = found
+            await self._revoke_sessions(session, [login], reason="revoked")
+            await self._audit(
+                session, context, AuditEventType.REVOCATION, Outcome.SUCCESS,
+                subject=str(login.user_id), session_id=str(login.id), kind="refresh_token",
+            )
+            return
+        try:
+            claims = self.verifier.verify(token, await self.keys.ring())
+        except InvalidToken:
+            return
+        remaining = max(claims.expires_at - int(self.clock().timestamp()), 0) + LEEWAY_SECONDS
+        await self.revocations.revoke_token(claims.token_id, ttl_seconds=remaining)
+        await self._audit(
+            session, context, AuditEventType.REVOCATION, Outcome.SUCCESS,
+            subject=claims.subject, session_id=claims.session_id, kind="access_token",
+        )
+
+    # -- the signed-in user --------------------------------------------------------------
+
+    async def current_user(self, session: AsyncSession, principal: Principal) -> User:
+        user = await session.get(User, uuid.UUID(principal.user_id))
+        if user is None or user.disabled:
+            raise Unauthenticated(token_presented=True)
+        return user
+
+    async def change_password(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        current_password: str,
+        new_password: str,
+        context: RequestContext,
+    ) -> None:
+        user = await session.get(User, uuid.UUID(principal.user_id), with_for_update=True)
+        if user is None or user.disabled:
+            raise Unauthenticated(token_presented=True)
+        verification = await self.hasher.verify(current_password, user.password_hash)
+        now = self.clock()
+        if not verification.valid:
+            # A stolen access token must not become a free password oracle.
+            await self._count_failure(session, user, now, context)
+            await self._audit(
+                session, context, AuditEventType.PASSWORD_CHANGE, Outcome.FAILURE,
+                actor=str(user.id), subject=str(user.id), reason="wrong_password",
+            )
+            raise _WrongCurrentPassword
+        problems = password_problems(new_password, username=user.username, email=user.email)
+        if new_password == current_password:
+            problems.append("The new password must differ from the current one.")
+        if problems:
+            errors: list[FieldError] = [
+                {"loc": ["body", "new_password"], "msg": msg} for msg in problems
+            ]
+            raise InvalidFields(errors)
+        user.password_hash = await self.hasher.hash(new_password)
+        user.updated_at = now
+        others = await session.scalars(
+            select(LoginSession).where(
+                LoginSession.user_id == user.id,
+                LoginSession.id != uuid.UUID(principal.session_id),
+                LoginSession.revoked_at.is_(None),
+            )
+        )
+        await self._revoke_sessions(session, list(others), reason="password_change")
+        await self._audit(
+            session, context, AuditEventType.PASSWORD_CHANGE, Outcome.SUCCESS,
+            actor=str(user.id), subject=str(user.id),
+        )
+
+    # -- start-up ------------------------------------------------------------------------
+
+    async def restore_revocations(self, session: AsyncSession) -> int:
+        """Re-applies recent session revocations after a restart of the in-process store."""
+        since = self.clock() - timedelta(seconds=self._access_token_ttl())
+        logins = await session.scalars(
+            select(LoginSession).where(LoginSession.revoked_at >= since)
+        )
+        count = 0
+        for login in logins:
+            await self.revocations.revoke_session(
+                str(login.id), ttl_seconds=self._access_token_ttl()
+            )
+            count += 1
+        return count
+
+
+class _WrongCurrentPassword(BadRequest):
+    detail = "The current password is not correct."

@@ -1,0 +1,28 @@
+"""Who is calling: what a verified, unrevoked access token says."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bastion.security.tokens import AccessClaims
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    session_id: str
+    token_id: str
+    scopes: frozenset[str]
+    issued_at: int
+    expires_at: int
+
+    @classmethod
+    def from_claims(cls, claims: AccessClaims) -> Principal:
+        return cls(
+            user_id=claims.subject,
+            session_id=claims.session_id,
+            token_id=claims.token_id,
+            scopes=claims.scopes,
+            issued_at=claims.issued_at,
+            expires_at=claims.expires_at,
+        )

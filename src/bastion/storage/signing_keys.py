@@ -1,0 +1,124 @@
+"""The signing-key ring, kept in the database so every worker and host signs alike.
+
+The private keys live in the ``signing_keys`` table (never in logs or responses). The ring
+in memory is reloaded when a token names a ``kid`` it does not know (another process
+rotated) and before tokens are issued, so ``bastion keys rotate`` takes effect everywhere
+without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.config import Settings
+from bastion.security.tokens import (
+    LEEWAY_SECONDS,
+    KeyRing,
+    SigningKey,
+    generate_signing_key,
+    shared_secret_key,
+    signing_key_from_pem,
+)
+from bastion.storage.database import Database
+from bastion.storage.tables import SigningKeyRecord
+
+# An unknown kid triggers at most one reload per interval, so forged kids cannot turn
+# every request into a database query.
+RELOAD_INTERVAL_SECONDS = 5.0
+
+
+def _from_record(record: SigningKeyRecord) -> SigningKey:
+    return signing_key_from_pem(
+        kid=record.kid,
+        algorithm=record.algorithm,
+        pem=record.private_key_pem,
+        created_at=record.created_at,
+        retired_at=record.retired_at,
+    )
+
+
+def _record(key: SigningKey) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        kid=key.kid,
+        algorithm=key.algorithm,
+        private_key_pem=key.private_key_pem(),
+        created_at=key.created_at,
+        retired_at=key.retired_at,
+    )
+
+
+async def _active_records(session: AsyncSession) -> list[SigningKeyRecord]:
+    result = await session.scalars(
+        select(SigningKeyRecord).where(SigningKeyRecord.retired_at.is_(None))
+    )
+    return list(result)
+
+
+async def ensure_signing_key(session: AsyncSession, settings: Settings, *, now: datetime) -> None:
+    """Generates the first key (and one for a newly configured algorithm) on start-up."""
+    if settings.jwt_algorithm == "HS256":
+        return
+    active = await _active_records(session)
+    if any(record.algorithm == settings.jwt_algorithm for record in active):
+        return
+    for record in active:  # the operator switched algorithms: the old keys stop signing
+        record.retired_at = now
+    session.add(_record(generate_signing_key(settings.jwt_algorithm, now=now)))
+
+
+async def rotate_signing_key(session: AsyncSession, settings: Settings, *, now: datetime) -> str:
+    """A new signing key; the old ones stay published until their tokens have expired."""
+    if settings.jwt_algorithm == "HS256":
+        raise ValueError("HS256 uses the configured secret; rotate BASTION_JWT_SECRET instead")
+    for record in await _active_records(session):
+        record.retired_at = now
+    expired_before = now - timedelta(seconds=settings.access_token_ttl + LEEWAY_SECONDS)
+    await session.execute(
+        delete(SigningKeyRecord).where(SigningKeyRecord.retired_at < expired_before)
+    )
+    key = generate_signing_key(settings.jwt_algorithm, now=now)
+    session.add(_record(key))
+    return key.kid
+
+
+async def load_key_ring(session: AsyncSession, settings: Settings) -> KeyRing:
+    if settings.jwt_algorithm == "HS256":
+        assert settings.jwt_secret is not None  # noqa: S101 (Settings refuses a missing secret)
+        return KeyRing([shared_secret_key(settings.jwt_secret.get_secret_value().encode())])
+    records = await session.scalars(select(SigningKeyRecord))
+    return KeyRing(_from_record(record) for record in records)
+
+
+class KeyRingHolder:
+    """The process's current ring, with throttled reloads from the database."""
+
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self._database = database
+        self._settings = settings
+        self._ring: KeyRing | None = None
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def ring(self) -> KeyRing:
+        if self._ring is None:
+            await self.reload()
+        assert self._ring is not None  # noqa: S101 (reload sets it or raises)
+        return self._ring
+
+    async def reload(self) -> KeyRing:
+        async with self._lock:
+            async with self._database.transaction() as session:
+                self._ring = await load_key_ring(session, self._settings)
+            self._loaded_at = time.monotonic()
+            return self._ring
+
+    async def reload_if_stale(self) -> KeyRing | None:
+        """Reloads unless a reload happened within the throttle interval; None if skipped."""
+        if time.monotonic() - self._loaded_at < RELOAD_INTERVAL_SECONDS:
+            return None
+        return await self.reload()
