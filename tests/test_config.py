@@ -110,3 +110,10 @@ def test_secrets_do_not_appear_in_the_settings_repr(tmp_path: Path) -> None:
     )
     assert "super-secret-signing-key" not in repr(settings)
     assert "dbpassword" not in repr(settings)
+
+
+def test_hs256_without_a_long_secret_is_refused_in_development_too(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make_settings(tmp_path, jwt_algorithm="HS256", jwt_secret="too-short")
+    assert "BASTION_JWT_SECRET" in str(refused.value)
+    assert "too-short" not in str(refused.value)

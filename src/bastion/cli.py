@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from bastion.logs import configure_logging
 from bastion.server import run_server
 from bastion.storage import Database, StorageUnavailable
 from bastion.storage.migrate import current_revision, head_revision, upgrade_to_head
+from bastion.storage.signing_keys import rotate_signing_key
 
 cli = typer.Typer(
     name="bastion",
@@ -172,6 +174,35 @@ def audit_verify() -> None:
     if not verdict.ok:
         raise _fail(f"audit chain broken at event {verdict.broken_seq}: {verdict.reason}")
     typer.echo(f"audit chain intact: {verdict.checked} events")
+
+
+keys_cli = typer.Typer(help="The JWT signing keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+async def _rotate_keys(settings: Settings) -> str:
+    database = Database.from_settings(settings)
+    try:
+        if not await database.ping():
+            raise StorageUnavailable
+        async with database.transaction() as session:
+            return await rotate_signing_key(session, settings, now=datetime.now(UTC))
+    finally:
+        await database.dispose()
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Start signing with a new key; old public keys stay in the JWKS until their tokens
+    expire. Running servers pick the new key up without a restart."""
+    settings = load_settings()
+    if settings.jwt_algorithm == "HS256":
+        raise _fail("bastion: HS256 signs with BASTION_JWT_SECRET; rotate that secret instead")
+    try:
+        kid = asyncio.run(_rotate_keys(settings))
+    except StorageUnavailable:
+        raise _fail("bastion: the database does not answer; no key was rotated") from None
+    typer.echo(f"new signing key {kid} ({settings.jwt_algorithm})")
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ CommaList = Annotated[list[str], NoDecode]
 
 SQLITE_FILE_NAME = "bastion.sqlite3"
 MIN_HS256_SECRET_BYTES = 32
+# Findings that stop the service in every environment, not only in production.
+ALWAYS_FATAL = frozenset({"BASTION_JWT_SECRET"})
 # OWASP Password Storage Cheat Sheet, Argon2id minimum: m=19 MiB, t=2, p=1.
 OWASP_ARGON2_MEMORY_KIB = 19_456
 OWASP_ARGON2_TIME_COST = 2
@@ -117,12 +119,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_insecure_production(self) -> Settings:
-        if self.env == "production":
-            found = insecure_findings(self, deploy=True)
-            if found:
-                lines = "\n".join(f"  - {finding}" for finding in found)
-                raise ValueError(f"refusing to start in production:\n{lines}")
+    def _refuse_insecure(self) -> Settings:
+        """Production refuses every finding; any environment refuses an HS256 secret too
+        short to sign with."""
+        found = insecure_findings(self, deploy=self.is_production)
+        if not self.is_production:
+            found = [finding for finding in found if finding.setting in ALWAYS_FATAL]
+        if found:
+            where = " in production" if self.is_production else ""
+            lines = "\n".join(f"  - {finding}" for finding in found)
+            raise ValueError(f"refusing to start{where}:\n{lines}")
         return self
 
     @property
