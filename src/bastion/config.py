@@ -48,6 +48,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # A refused configuration must not print the secrets it was given.
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "production"] = "development"
