@@ -15,6 +15,7 @@ from bastion.app import create_app
 from bastion.config import Settings
 from bastion.storage.migrate import upgrade_to_head
 from tests.servers.postgres import PostgresServer
+from tests.servers.redis import RedisServer
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -28,6 +29,14 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server per test session (so per xdist worker)."""
+    server = RedisServer().start()
     yield server
     server.destroy()
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from bastion.authentication import Authenticator
 from bastion.dependencies import AppDatabase
 from bastion.storage import StorageUnavailable
 
@@ -25,9 +28,16 @@ async def live() -> HealthStatus:
 
 
 @router.head("/ready", include_in_schema=False)
-@router.get("/ready", responses={503: {"description": "the database does not answer"}})
-async def ready(database: AppDatabase) -> HealthStatus:
-    """The database answers; a 503 tells a load balancer to send traffic elsewhere."""
-    if not await database.ping():
+@router.get(
+    "/ready", responses={503: {"description": "the database or Redis does not answer"}}
+)
+async def ready(database: AppDatabase, request: Request) -> HealthStatus:
+    """The database (and Redis, when configured) answer; a 503 tells a load balancer to
+    send traffic elsewhere."""
+    authenticator: Authenticator = request.app.state.authenticator
+    database_ok, revocations_ok = await asyncio.gather(
+        database.ping(), authenticator.revocations.ping()
+    )
+    if not (database_ok and revocations_ok):
         raise StorageUnavailable
     return HealthStatus(status="ok")

@@ -1,0 +1,44 @@
+"""Readiness follows the database and, when configured, Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bastion.app import create_app
+from bastion.storage.migrate import upgrade_to_head
+from tests.conftest import FAST_HASHING, make_settings
+from tests.servers.redis import RedisServer
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.destroy()
+
+
+async def test_readiness_follows_redis_and_recovers(tmp_path: Path, own_redis: RedisServer) -> None:
+    app = create_app(
+        make_settings(tmp_path / "data", redis_url=own_redis.url, **FAST_HASHING)
+    )
+    await upgrade_to_head(app.state.database.engine)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        assert (await client.get("/health/ready")).status_code == 200
+        own_redis.stop()
+        started = time.monotonic()
+        down = await client.get("/health/ready")
+        assert down.status_code == 503
+        assert down.headers["content-type"] == "application/problem+json"
+        assert time.monotonic() - started < 5
+        assert (await client.get("/health/live")).status_code == 200
+        own_redis.start()
+        assert (await client.get("/health/ready")).status_code == 200
