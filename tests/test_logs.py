@@ -8,7 +8,6 @@ import sys
 
 import httpx
 import pytest
-import structlog
 from fastapi import FastAPI
 
 from bastion.logs import REDACTED, redact, redact_secrets
@@ -58,12 +57,15 @@ def test_ordinary_fields_pass_untouched() -> None:
 
 
 async def test_the_access_line_has_the_contract_fields(
-    app: FastAPI, client: httpx.AsyncClient
+    app: FastAPI, client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with structlog.testing.capture_logs() as logs:
-        await client.get("/health/live?token=abc", headers={"X-Request-ID": "log-1"})
-        await client.get("/probe/../etc/passwd")
-    first, second = (entry for entry in logs if entry["event"] == "request")
+    capsys.readouterr()
+    await client.get("/health/live?token=abc", headers={"X-Request-ID": "log-1"})
+    await client.get("/probe/../etc/passwd?password=hunter2")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    first, second = (entry for entry in lines if entry.get("event") == "request")
+    assert first["logger_name"] == "bastion.access"
+    assert first["timestamp"].endswith("+00:00")
     assert first["method"] == "GET"
     assert first["route"] == "/health/live"
     assert first["status"] == 200

@@ -9,16 +9,18 @@ since it is attacker-chosen, so probes remain visible.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bastion.logs import get_logger
+from bastion.logs import write_access_line
 from bastion.middleware.request_id import request_id_of
 
 USER_ID_SCOPE_KEY = "bastion.user_id"
 MAX_LOGGED_PATH = 200
 
-log = get_logger("bastion.access")
+AccessSink = Callable[[dict[str, Any]], None]
 
 
 def _route_template(scope: Scope) -> str | None:
@@ -28,8 +30,11 @@ def _route_template(scope: Scope) -> str | None:
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """``sink`` receives each line's fields; by default they go to stdout as JSON."""
+
+    def __init__(self, app: ASGIApp, *, sink: AccessSink = write_access_line) -> None:
         self.app = app
+        self.sink = sink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,14 +55,15 @@ class AccessLogMiddleware:
         finally:
             client = scope.get("client")
             route = _route_template(scope)
-            log.info(
-                "request",
-                method=scope["method"],
-                route=route,
-                path=None if route else scope["path"][:MAX_LOGGED_PATH],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                client_ip=client[0] if client else None,
-                request_id=request_id_of(scope),
-                user_id=scope.get(USER_ID_SCOPE_KEY),
+            self.sink(
+                {
+                    "method": scope["method"],
+                    "route": route,
+                    "path": None if route else scope["path"][:MAX_LOGGED_PATH],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "client_ip": client[0] if client else None,
+                    "request_id": request_id_of(scope),
+                    "user_id": scope.get(USER_ID_SCOPE_KEY),
+                }
             )
