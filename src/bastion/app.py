@@ -61,7 +61,12 @@ def _identity_service(
     )
     authenticator = Authenticator(keys=keys, verifier=verifier, revocations=revocations)
     identity = IdentityService(
-        settings=settings, hasher=hasher, keys=keys, verifier=verifier, revocations=revocations
+        settings=settings,
+        database=database,
+        hasher=hasher,
+        keys=keys,
+        verifier=verifier,
+        revocations=revocations,
     )
     return authenticator, identity
 

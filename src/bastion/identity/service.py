@@ -41,6 +41,7 @@ from bastion.security.tokens import (
     hash_refresh_token,
     new_refresh_token,
 )
+from bastion.storage.database import Database
 from bastion.storage.revocations import RevocationStore
 from bastion.storage.signing_keys import KeyRingHolder
 from bastion.storage.tables import LoginSession, RefreshToken, User
@@ -77,6 +78,7 @@ class IdentityService:
         self,
         *,
         settings: Settings,
+        database: Database,
         hasher: PasswordHasher,
         keys: KeyRingHolder,
         verifier: TokenVerifier,
@@ -84,6 +86,7 @@ class IdentityService:
         clock: Clock = utc_now,
     ) -> None:
         self.settings = settings
+        self.database = database
         self.hasher = hasher
         self.keys = keys
         self.verifier = verifier
@@ -173,9 +176,10 @@ class IdentityService:
             resolve_scope(requested, frozenset())  # refuses unknown permissions early
         except UnknownScope:
             raise InvalidScope from None
-        user = await session.scalar(
-            select(User).where(User.username == username.lower()).with_for_update()
-        )
+        # Read, then hash outside any transaction: on SQLite a transaction holds the
+        # database's write lock, and Argon2id takes tens of milliseconds.
+        async with self.database.transaction() as lookup:
+            user = await lookup.scalar(select(User).where(User.username == username.lower()))
         if user is None:
             await self.hasher.verify_dummy(password)
             await self._audit(
@@ -191,7 +195,7 @@ class IdentityService:
             reason = "locked"  # refused even with the right password; does not extend the lock
         elif not verification.valid:
             reason = "wrong_password"
-            await self._count_failure(session, user, now, context)
+            await self._count_failure(session, user.id, now, context)
         else:
             reason = ""
         if reason:
@@ -201,12 +205,12 @@ class IdentityService:
             )
             raise GrantError
 
-        user.failed_logins = 0
-        user.lockouts = 0
-        user.locked_until = None
+        reset: dict[str, object] = {
+            "failed_logins": 0, "lockouts": 0, "locked_until": None, "updated_at": now
+        }
         if verification.new_hash is not None:
-            user.password_hash = verification.new_hash
-        user.updated_at = now
+            reset["password_hash"] = verification.new_hash
+        await session.execute(update(User).where(User.id == user.id).values(**reset))
         granted = resolve_scope(requested, granted_permissions(user.roles))
         login = LoginSession(
             id=uuid.uuid4(),
@@ -224,19 +228,34 @@ class IdentityService:
         return response
 
     async def _count_failure(
-        self, session: AsyncSession, user: User, now: datetime, context: RequestContext
+        self, session: AsyncSession, user_id: uuid.UUID, now: datetime, context: RequestContext
     ) -> None:
-        user.failed_logins += 1
-        user.updated_at = now
-        if user.failed_logins < self.settings.lockout_threshold:
+        """Counts one failure atomically in the database, so parallel guesses cannot race
+        the counter past the threshold; exactly one of them sets the lock."""
+        failures = await session.scalar(
+            update(User)
+            .where(User.id == user_id)
+            .values(failed_logins=User.failed_logins + 1, updated_at=now)
+            .returning(User.failed_logins)
+        )
+        threshold = self.settings.lockout_threshold
+        if failures is None or failures < threshold:
             return
-        user.lockouts += 1
-        user.failed_logins = 0
-        period = self._lock_period(user.lockouts)
-        user.locked_until = now + period
+        lockouts = await session.scalar(
+            update(User)
+            .where(User.id == user_id, User.failed_logins >= threshold)
+            .values(failed_logins=0, lockouts=User.lockouts + 1)
+            .returning(User.lockouts)
+        )
+        if lockouts is None:  # another request set this lock already
+            return
+        period = self._lock_period(lockouts)
+        await session.execute(
+            update(User).where(User.id == user_id).values(locked_until=now + period)
+        )
         await self._audit(
             session, context, AuditEventType.LOCKOUT, Outcome.DENIED,
-            subject=str(user.id), seconds=int(period.total_seconds()), lockouts=user.lockouts,
+            subject=str(user_id), seconds=int(period.total_seconds()), lockouts=lockouts,
         )
 
     async def _issue_tokens(
@@ -431,18 +450,22 @@ class IdentityService:
         new_password: str,
         context: RequestContext,
     ) -> None:
-        user = await session.get(User, uuid.UUID(principal.user_id), with_for_update=True)
+        async with self.database.transaction() as lookup:  # released before hashing
+            user = await lookup.get(User, uuid.UUID(principal.user_id))
         if user is None or user.disabled:
             raise Unauthenticated(token_presented=True)
         verification = await self.hasher.verify(current_password, user.password_hash)
         now = self.clock()
         if not verification.valid:
-            # A stolen access token must not become a free password oracle.
-            await self._count_failure(session, user, now, context)
-            await self._audit(
-                session, context, AuditEventType.PASSWORD_CHANGE, Outcome.FAILURE,
-                actor=str(user.id), subject=str(user.id), reason="wrong_password",
-            )
+            # A stolen access token must not become a free password oracle: the failure
+            # counts toward the lockout. It is its own unit of work, committed before the
+            # refusal, because the request's transaction rolls back with the error.
+            async with self.database.transaction() as failure:
+                await self._count_failure(failure, user.id, now, context)
+                await self._audit(
+                    failure, context, AuditEventType.PASSWORD_CHANGE, Outcome.FAILURE,
+                    actor=str(user.id), subject=str(user.id), reason="wrong_password",
+                )
             raise _WrongCurrentPassword
         problems = password_problems(new_password, username=user.username, email=user.email)
         if new_password == current_password:
@@ -452,8 +475,12 @@ class IdentityService:
                 {"loc": ["body", "new_password"], "msg": msg} for msg in problems
             ]
             raise InvalidFields(errors)
-        user.password_hash = await self.hasher.hash(new_password)
-        user.updated_at = now
+        new_hash = await self.hasher.hash(new_password)
+        await session.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(password_hash=new_hash, updated_at=now, failed_logins=0)
+        )
         others = await session.scalars(
             select(LoginSession).where(
                 LoginSession.user_id == user.id,
