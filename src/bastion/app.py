@@ -68,6 +68,7 @@ def _identity_service(
         verifier=verifier,
         revocations=revocations,
     )
+    revocations.restore_with(identity.restore_revocations_quietly)
     return authenticator, identity
 
 
@@ -78,8 +79,7 @@ async def start_identity(app: FastAPI) -> None:
     database: Database = app.state.database
     async with database.transaction() as session:
         await ensure_signing_key(session, identity.settings, now=identity.clock())
-    async with database.transaction() as session:
-        await identity.restore_revocations(session)
+    await identity.restore_revocations()
     await identity.keys.reload()
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,7 +44,7 @@ from bastion.security.tokens import (
 from bastion.storage.database import Database
 from bastion.storage.revocations import RevocationStore
 from bastion.storage.signing_keys import KeyRingHolder
-from bastion.storage.tables import LoginSession, RefreshToken, User
+from bastion.storage.tables import LoginSession, RefreshToken, RevokedAccessToken, User
 
 Clock = Callable[[], datetime]
 
@@ -426,7 +426,15 @@ class IdentityService:
             claims = self.verifier.verify(token, await self.keys.ring())
         except InvalidToken:
             return
-        remaining = max(claims.expires_at - int(self.clock().timestamp()), 0) + LEEWAY_SECONDS
+        now = self.clock()
+        remaining = max(claims.expires_at - int(now.timestamp()), 0) + LEEWAY_SECONDS
+        expires_at = now + timedelta(seconds=remaining)
+        await session.execute(
+            delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)
+        )
+        if await session.get(RevokedAccessToken, claims.token_id) is None:
+            session.add(RevokedAccessToken(jti=claims.token_id, expires_at=expires_at))
+        await session.flush()
         await self.revocations.revoke_token(claims.token_id, ttl_seconds=remaining)
         await self._audit(
             session, context, AuditEventType.REVOCATION, Outcome.SUCCESS,
@@ -496,19 +504,40 @@ class IdentityService:
 
     # -- start-up ------------------------------------------------------------------------
 
-    async def restore_revocations(self, session: AsyncSession) -> int:
-        """Re-applies recent session revocations after a restart of the in-process store."""
-        since = self.clock() - timedelta(seconds=self._access_token_ttl())
-        logins = await session.scalars(
-            select(LoginSession).where(LoginSession.revoked_at >= since)
-        )
-        count = 0
-        for login in logins:
-            await self.revocations.revoke_session(
-                str(login.id), ttl_seconds=self._access_token_ttl()
+    async def restore_revocations(self) -> int:
+        """Re-applies the database's record of revocations to the revocation store.
+
+        Run at start-up (an in-process store begins empty) and by a shared store that
+        finds itself wiped (a Redis restarted without persistence). Returns how many.
+        """
+        now = self.clock()
+        since = now - timedelta(seconds=self._access_token_ttl())
+        async with self.database.transaction() as session:
+            revoked_sessions = list(
+                await session.scalars(
+                    select(LoginSession.id).where(LoginSession.revoked_at >= since)
+                )
             )
-            count += 1
-        return count
+            revoked_tokens = list(
+                await session.execute(
+                    select(RevokedAccessToken.jti, RevokedAccessToken.expires_at).where(
+                        RevokedAccessToken.expires_at > now
+                    )
+                )
+            )
+        for session_id in revoked_sessions:
+            await self.revocations.revoke_session(
+                str(session_id), ttl_seconds=self._access_token_ttl()
+            )
+        for jti, expires_at in revoked_tokens:
+            remaining = max(int((expires_at - now).total_seconds()), 1)
+            await self.revocations.revoke_token(jti, ttl_seconds=remaining)
+        await self.revocations.mark_restored()
+        return len(revoked_sessions) + len(revoked_tokens)
+
+    async def restore_revocations_quietly(self) -> None:
+        """The store's restorer: same work, no result."""
+        await self.restore_revocations()
 
 
 class _WrongCurrentPassword(BadRequest):

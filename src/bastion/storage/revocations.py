@@ -12,10 +12,12 @@ Re-revoking never weakens an entry: the later expiry and the higher user cut-off
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final, Literal, Protocol
 
 import redis.asyncio
@@ -39,8 +41,22 @@ DEFAULT_MAX_ENTRIES: Final = 100_000
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
 
 
+Restorer = Callable[[], Awaitable[None]]
+
+
 class RevocationStore(Protocol):
-    """Which sessions, tokens and users' older tokens are revoked, until they would expire."""
+    """Which sessions, tokens and users' older tokens are revoked, until they would expire.
+
+    The database is the record of every revocation; a store only makes them effective
+    without a query per request. ``restore_with`` names the function that re-applies the
+    database's record: run at start-up, and again by a store that finds itself wiped.
+    """
+
+    def restore_with(self, restorer: Restorer) -> None:
+        """Use ``restorer`` when the store has lost its contents."""
+
+    async def mark_restored(self) -> None:
+        """The record has been re-applied; until it is lost again, no restore is needed."""
 
     async def revoke_session(self, sid: str, *, ttl_seconds: int) -> None:
         """Revoke every access token of session ``sid``."""
@@ -96,6 +112,12 @@ class MemoryRevocationStore:
     ``is_revoked`` is three dict look-ups; writes are O(log n) amortised through a heap of
     expiry times whose stale entries are dropped lazily and compacted when they dominate.
     """
+
+    def restore_with(self, restorer: Restorer) -> None:
+        """An in-process store is only lost with its process, whose start-up restores."""
+
+    async def mark_restored(self) -> None:
+        return None
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         if max_entries < 1:
@@ -240,6 +262,33 @@ class RedisRevocationStore:
         self.client = client
         self.prefix = prefix
         self._revoke = client.register_script(_REVOKE_SCRIPT)
+        # Present while Redis holds the database's record. A Redis restarted without
+        # persistence, flushed or failed over to an empty replica loses it, and with it
+        # every revocation: the marker's absence is how a check notices and restores.
+        self._marker = f"{prefix}restored"
+        self._restorer: Restorer | None = None
+        self._restoring = asyncio.Lock()
+
+    def restore_with(self, restorer: Restorer) -> None:
+        self._restorer = restorer
+
+    async def mark_restored(self) -> None:
+        try:
+            await self.client.set(self._marker, "1")
+        except _UNAVAILABLE as error:
+            raise StorageUnavailable from error
+
+    async def _restore_after_wipe(self) -> None:
+        if self._restorer is None:
+            return
+        async with self._restoring:
+            try:
+                restored = await self.client.exists(self._marker)
+            except _UNAVAILABLE as error:
+                raise StorageUnavailable from error
+            if not restored:  # not already done by a concurrent check
+                logger.warning("revocations missing from Redis: restoring from the database")
+                await self._restorer()
 
     def _key(self, kind: Kind, identifier: str) -> str:
         return f"{self.prefix}{kind}:{identifier}"
@@ -262,11 +311,22 @@ class RedisRevocationStore:
         await self._set(self._key("user", user_id), issued_before, ttl_seconds)
 
     async def is_revoked(self, *, jti: str, sid: str, user_id: str, issued_at: int) -> bool:
-        keys = [self._key("jti", jti), self._key("sid", sid), self._key("user", user_id)]
+        keys = [
+            self._key("jti", jti),
+            self._key("sid", sid),
+            self._key("user", user_id),
+            self._marker,
+        ]
         try:
-            token, session, cutoff = await self.client.mget(keys)
+            token, session, cutoff, restored = await self.client.mget(keys)
         except _UNAVAILABLE as error:
             raise StorageUnavailable from error
+        if restored is None and self._restorer is not None:
+            await self._restore_after_wipe()
+            try:
+                token, session, cutoff, _ = await self.client.mget(keys)
+            except _UNAVAILABLE as error:
+                raise StorageUnavailable from error
         if token is not None or session is not None:
             return True
         return cutoff is not None and issued_at < int(cutoff)

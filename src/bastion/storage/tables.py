@@ -115,6 +115,18 @@ class RefreshToken(Base):
     __table_args__ = (Index("ix_refresh_tokens_session_id", "session_id"),)
 
 
+class RevokedAccessToken(Base):
+    """An access token revoked on its own (RFC 7009), kept until it would have expired so
+    that the revocation survives a restart of the revocation store."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_revoked_access_tokens_expires_at", "expires_at"),)
+
+
 class SigningKeyRecord(Base):
     """A JWT signing key. The private half never leaves the database and the process."""
 

@@ -1,0 +1,150 @@
+"""With BASTION_REDIS_URL, revocations are shared by every worker and fail closed.
+
+Two app instances over one database and one Redis stand in for two worker processes. Each
+test runs its own redis-server, so stopping it disturbs no other test. SQLite suffices: the
+point is the revocation store, not the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import redis.asyncio
+
+from bastion.app import create_app
+from bastion.config import Settings
+from bastion.security.tokens import LEEWAY_SECONDS
+from bastion.storage.migrate import upgrade_to_head
+from tests.conftest import FAST_HASHING, make_settings
+from tests.identity.helpers import login, me, register
+from tests.servers.redis import RedisServer
+
+SESSION_KEY_PREFIX = "bastion:revoked:sid:"
+
+
+@pytest.fixture
+def redis_instance() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: the tests stop and restart it."""
+    server = RedisServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def shared_settings(tmp_path: Path, redis_instance: RedisServer) -> Settings:
+    return make_settings(tmp_path / "data", redis_url=redis_instance.url, **FAST_HASHING)
+
+
+class Workers:
+    """Started app instances over the same settings, each with a client."""
+
+    def __init__(self, settings: Settings, stack: AsyncExitStack) -> None:
+        self.settings = settings
+        self.stack = stack
+
+    async def start(self) -> httpx.AsyncClient:
+        application = create_app(self.settings)
+        await upgrade_to_head(application.state.database.engine)
+        await self.stack.enter_async_context(application.router.lifespan_context(application))
+        return await self.stack.enter_async_context(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=application), base_url="http://testserver"
+            )
+        )
+
+
+@pytest.fixture
+async def workers(shared_settings: Settings) -> AsyncIterator[Workers]:
+    async with AsyncExitStack() as stack:
+        yield Workers(shared_settings, stack)
+
+
+@pytest.fixture
+async def redis_client(redis_instance: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_instance.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def session_id_of(access_token: str) -> str:
+    claims = jwt.decode(access_token, options={"verify_signature": False})
+    sid: str = claims["sid"]
+    return sid
+
+
+async def test_a_logout_is_refused_by_every_worker_at_once(
+    workers: Workers, redis_client: redis.asyncio.Redis, shared_settings: Settings
+) -> None:
+    first = await workers.start()
+    second = await workers.start()  # a second worker, up before the logout happens
+    await register(first)
+    tokens = await login(first)
+    access = tokens["access_token"]
+    # The second worker has verified (and cached) this token before the logout.
+    assert (await me(second, access)).status_code == 200
+
+    logout = await first.post("/auth/logout", headers={"Authorization": f"Bearer {access}"})
+    assert logout.status_code == 204
+
+    assert (await me(first, access)).status_code == 401
+    refused = await me(second, access)  # it never saw the logout
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+
+    key = SESSION_KEY_PREFIX + session_id_of(access)
+    assert await redis_client.keys(SESSION_KEY_PREFIX + "*") == [key]
+    ttl = await redis_client.ttl(key)
+    assert 0 < ttl <= shared_settings.access_token_ttl + LEEWAY_SECONDS
+
+    # A worker started later refuses it too.
+    third = await workers.start()
+    assert (await me(third, access)).status_code == 401
+
+
+async def test_without_redis_authenticated_requests_fail_closed_then_recover(
+    workers: Workers, redis_instance: RedisServer
+) -> None:
+    client = await workers.start()
+    await register(client)
+    live = (await login(client))["access_token"]
+    revoked = (await login(client))["access_token"]
+    await client.post("/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
+    assert (await me(client, live)).status_code == 200
+    assert (await me(client, revoked)).status_code == 401
+
+    redis_instance.stop()
+    try:
+        for token in (live, revoked):
+            response = await me(client, token)
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            problem = response.json()
+            assert problem["status"] == 503
+            assert "redis" not in response.text.lower()
+            assert response.headers["retry-after"].isdigit()
+    finally:
+        redis_instance.start()
+
+    assert (await me(client, live)).status_code == 200
+
+
+async def test_a_redis_restart_does_not_bring_logged_out_tokens_back(
+    workers: Workers, redis_instance: RedisServer
+) -> None:
+    """Redis may restart empty (no persistence, a failover, an eviction): the database still
+    records the logout, and a logged-out token must not work again until it expires."""
+    client = await workers.start()
+    await register(client)
+    revoked = (await login(client))["access_token"]
+    await client.post("/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
+    assert (await me(client, revoked)).status_code == 401
+
+    redis_instance.stop()
+    redis_instance.start()  # same port, empty: the test server keeps nothing on disk
+
+    assert (await me(client, revoked)).status_code == 401
