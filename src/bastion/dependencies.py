@@ -16,7 +16,7 @@ from bastion.errors import Unauthenticated
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
 from bastion.security.permissions import ALL_PERMISSIONS
 from bastion.security.principal import Principal
-from bastion.security.tokens import InvalidToken
+from bastion.security.tokens import INVALID_TOKEN_DETAIL, InvalidToken
 from bastion.storage import Database
 
 TOKEN_URL = "/auth/token"  # noqa: S105 (a path, not a secret)
@@ -69,9 +69,7 @@ class BearerToken(OAuth2):
         try:
             principal = await authenticator.authenticate(token.strip())
         except InvalidToken:
-            raise Unauthenticated(
-                "The access token is not valid.", token_presented=True
-            ) from None
+            raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True) from None
         request.scope[USER_ID_SCOPE_KEY] = principal.user_id
         return principal
 

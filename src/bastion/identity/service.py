@@ -34,6 +34,7 @@ from bastion.security.permissions import (
 )
 from bastion.security.principal import Principal
 from bastion.security.tokens import (
+    INVALID_TOKEN_DETAIL,
     LEEWAY_SECONDS,
     InvalidToken,
     TokenVerifier,
@@ -446,7 +447,7 @@ class IdentityService:
     async def current_user(self, session: AsyncSession, principal: Principal) -> User:
         user = await session.get(User, uuid.UUID(principal.user_id))
         if user is None or user.disabled:
-            raise Unauthenticated(token_presented=True)
+            raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
         return user
 
     async def change_password(
@@ -461,7 +462,7 @@ class IdentityService:
         async with self.database.transaction() as lookup:  # released before hashing
             user = await lookup.get(User, uuid.UUID(principal.user_id))
         if user is None or user.disabled:
-            raise Unauthenticated(token_presented=True)
+            raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
         verification = await self.hasher.verify(current_password, user.password_hash)
         now = self.clock()
         if not verification.valid:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ _JWK_CONVERTERS: dict[str, Callable[[Any], Mapping[str, Any]]] = {
     "ES256": lambda key: ECAlgorithm.to_jwk(key, as_dict=True),
     "RS256": lambda key: RSAAlgorithm.to_jwk(key, as_dict=True),
 }
+
+
+INVALID_TOKEN_DETAIL = "The access token is not valid."  # noqa: S105 (a message)
 
 
 class InvalidToken(Exception):
@@ -172,6 +176,8 @@ class KeyRing:
 
     def key_for(self, token: str) -> SigningKey:
         """The ring's key for this token's header, after refusing every unsafe header."""
+        if "=" in token:  # base64url in JWS has no padding; refuse look-alike spellings
+            raise InvalidToken("malformed")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -216,6 +222,12 @@ def _access_claims(claims: dict[str, Any]) -> AccessClaims:
     if not all(isinstance(value, str) for value in (subject, session_id, token_id, scope)):
         raise InvalidToken("claims of the wrong type")
     assert isinstance(scope, str)  # noqa: S101 (narrowing for mypy; checked above)
+    # bastion names users and sessions by UUID; anything else was not issued here.
+    try:
+        uuid.UUID(str(subject))
+        uuid.UUID(str(session_id))
+    except ValueError:
+        raise InvalidToken("claims of the wrong type") from None
     return AccessClaims(
         subject=str(subject),
         session_id=str(session_id),
