@@ -256,3 +256,16 @@ async def test_scope_is_requested_intersected_with_granted(client: httpx.AsyncCl
     wider = await refresh(client, narrow["refresh_token"], scope="notes:read notes:write")
     assert wider.status_code == 400
     assert wider.json()["error"] == "invalid_scope"
+
+
+async def test_tokens_are_issued_when_the_key_ring_is_due_for_a_reload(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The reload runs inside the request's transaction: on SQLite a second transaction
+    would wait for the lock the request holds, until the busy timeout (a 503)."""
+    await register(client)
+    app.state.identity.keys._loaded_at = float("-inf")  # as if the interval had passed
+    started = asyncio.get_running_loop().time()
+    response = await password_grant(client)
+    assert response.status_code == 200
+    assert asyncio.get_running_loop().time() - started < 2

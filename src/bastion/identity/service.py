@@ -279,7 +279,7 @@ class IdentityService:
                 expires_at=refresh_expiry,
             )
         )
-        ring = await self.keys.reload_if_stale() or await self.keys.ring()
+        ring = await self.keys.reload_if_stale(session) or await self.keys.ring()
         lifetime = self.settings.access_token_ttl
         access = ring.sign(
             access_token_claims(

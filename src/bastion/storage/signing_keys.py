@@ -110,15 +110,23 @@ class KeyRingHolder:
         assert self._ring is not None  # noqa: S101 (reload sets it or raises)
         return self._ring
 
-    async def reload(self) -> KeyRing:
+    async def reload(self, session: AsyncSession | None = None) -> KeyRing:
+        """Loads the ring, inside ``session`` when the caller has a transaction open.
+
+        A caller with an open transaction must pass it: on SQLite a second transaction
+        would wait for the write lock that the caller's own transaction holds.
+        """
         async with self._lock:
-            async with self._database.transaction() as session:
+            if session is not None:
                 self._ring = await load_key_ring(session, self._settings)
+            else:
+                async with self._database.transaction() as own:
+                    self._ring = await load_key_ring(own, self._settings)
             self._loaded_at = time.monotonic()
             return self._ring
 
-    async def reload_if_stale(self) -> KeyRing | None:
+    async def reload_if_stale(self, session: AsyncSession | None = None) -> KeyRing | None:
         """Reloads unless a reload happened within the throttle interval; None if skipped."""
         if time.monotonic() - self._loaded_at < RELOAD_INTERVAL_SECONDS:
             return None
-        return await self.reload()
+        return await self.reload(session)
