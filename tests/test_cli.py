@@ -119,3 +119,9 @@ def test_serve_wants_both_tls_files(tmp_path: Path, half: list[str]) -> None:
     result = run_bastion("serve", "--port", "1", *half, cwd=tmp_path)
     assert result.returncode == 2
     assert "go together" in result.stderr
+
+
+def test_several_workers_without_redis_are_refused(tmp_path: Path) -> None:
+    result = run_bastion("serve", "--port", "1", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "BASTION_REDIS_URL" in result.stderr

@@ -42,3 +42,22 @@ async def test_readiness_follows_redis_and_recovers(tmp_path: Path, own_redis: R
         assert (await client.get("/health/live")).status_code == 200
         own_redis.start()
         assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_the_app_starts_with_redis_down_and_restores_when_it_returns(
+    tmp_path: Path, own_redis: RedisServer
+) -> None:
+    app = create_app(
+        make_settings(tmp_path / "data", redis_url=own_redis.url, **FAST_HASHING)
+    )
+    await upgrade_to_head(app.state.database.engine)
+    own_redis.stop()
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        assert (await client.get("/health/live")).status_code == 200
+        assert (await client.get("/health/ready")).status_code == 503
+        own_redis.start()
+        assert (await client.get("/health/ready")).status_code == 200

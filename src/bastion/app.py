@@ -21,7 +21,7 @@ from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
 from bastion.identity.router import router as identity_router
 from bastion.identity.service import IdentityService
-from bastion.logs import configure_logging
+from bastion.logs import configure_logging, get_logger
 from bastion.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
@@ -31,9 +31,11 @@ from bastion.middleware import (
 )
 from bastion.security.passwords import PasswordHasher
 from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
-from bastion.storage import Database
+from bastion.storage import Database, StorageUnavailable
 from bastion.storage.revocations import revocation_store_from_settings
 from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
+
+log = get_logger("bastion.app")
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
@@ -79,7 +81,12 @@ async def start_identity(app: FastAPI) -> None:
     database: Database = app.state.database
     async with database.transaction() as session:
         await ensure_signing_key(session, identity.settings, now=identity.clock())
-    await identity.restore_revocations()
+    try:
+        await identity.restore_revocations()
+    except StorageUnavailable:
+        # Redis is down: start anyway (readiness says 503, checks fail closed). The
+        # restore marker is unset, so the first check after Redis returns restores.
+        log.warning("revocation_store_unavailable_at_start")
     await identity.keys.reload()
 
 

@@ -94,6 +94,12 @@ def serve(
     configure_logging(settings.log_level)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise _fail("bastion: --ssl-certfile and --ssl-keyfile go together", code=2)
+    if workers > 1 and settings.redis_url is None:
+        raise _fail(
+            "bastion: --workers above 1 needs BASTION_REDIS_URL: without Redis each worker "
+            "keeps its own revocations, so a logout on one would not be seen by the others",
+            code=2,
+        )
     if settings.uses_embedded_database:
         asyncio.run(_migrate(settings))
     else:

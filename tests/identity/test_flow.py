@@ -269,3 +269,24 @@ async def test_tokens_are_issued_when_the_key_ring_is_due_for_a_reload(
     response = await password_grant(client)
     assert response.status_code == 200
     assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_a_refused_wider_scope_does_not_spend_the_refresh_token(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client)
+    narrow = await login(client, scope="notes:read")
+    wider = await refresh(client, narrow["refresh_token"], scope="notes:read notes:write")
+    assert wider.json()["error"] == "invalid_scope"
+    retry = await refresh(client, narrow["refresh_token"])
+    assert retry.status_code == 200  # not treated as a replay
+    assert retry.json()["scope"] == "notes:read"
+
+
+async def test_logout_answers_204_without_a_body(client: httpx.AsyncClient) -> None:
+    await register(client)
+    tokens = await login(client)
+    response = await client.post("/auth/logout", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 204
+    assert response.content == b""
+    assert "content-type" not in response.headers

@@ -264,6 +264,18 @@ async def test_a_wrong_current_password_on_password_change_counts_toward_the_loc
     refused = await password_grant(client, "alice", PASSWORD)
     assert refused.json() == INVALID_GRANT
 
+    # While locked, neither more wrong guesses nor the right password change anything.
+    for current in (WRONG_PASSWORD, PASSWORD):
+        response = await client.post(
+            "/auth/password",
+            headers=bearer(tokens["access_token"]),
+            json={"current_password": current, "new_password": NEW_PASSWORD},
+        )
+        assert response.status_code == 400
+    after = await user_row(app)
+    assert (after.lockouts, after.locked_until) == (user.lockouts, user.locked_until)
+    assert (await password_grant(client, "alice", NEW_PASSWORD)).json() == INVALID_GRANT
+
 
 async def test_parallel_wrong_guesses_are_all_counted(
     app: FastAPI, client: httpx.AsyncClient, alice: str

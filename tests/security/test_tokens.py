@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
+from uuid import uuid4
 
 import jwt
 import pytest
@@ -308,3 +309,28 @@ def test_another_token_with_a_cached_jti_is_not_served_from_the_cache() -> None:
         with pytest.raises(InvalidToken):
             verifier.verify(forged, ring)
     assert len(verifier.cache) == 1  # refused tokens are not cached either
+
+
+def test_a_leaked_retired_key_cannot_mint_lasting_or_new_tokens() -> None:
+    """After rotation the old key only verifies what it signed before retiring, for at
+    most one token lifetime."""
+    now = int(time.time())
+    key = generate_signing_key("EdDSA", now=datetime.fromtimestamp(now - 100, tz=UTC))
+    retired = replace(key, retired_at=datetime.fromtimestamp(now - 60, tz=UTC))
+    active = generate_signing_key("EdDSA", now=datetime.fromtimestamp(now - 60, tz=UTC))
+    ring = KeyRing([retired, active], max_token_lifetime=900)
+    leaked = KeyRing([replace(retired, retired_at=None)])
+
+    def minted(issued_at: int, lifetime: int) -> str:
+        return leaked.sign(
+            access_token_claims(
+                issuer=ISSUER, audience=AUDIENCE, subject=str(uuid4()), session_id=str(uuid4()),
+                scopes=["notes:read"], lifetime=lifetime, now=issued_at,
+            )
+        )
+
+    ring.verify(minted(now - 90, 900), issuer=ISSUER, audience=AUDIENCE)  # signed before
+    with pytest.raises(InvalidToken):
+        ring.verify(minted(now, 900), issuer=ISSUER, audience=AUDIENCE)  # after retirement
+    with pytest.raises(InvalidToken):
+        ring.verify(minted(now - 90, 86_400), issuer=ISSUER, audience=AUDIENCE)  # too long

@@ -175,7 +175,7 @@ async def revoke(request: Request, session: DbSession) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/auth/logout", status_code=204, responses={401: {}})
+@router.post("/auth/logout", status_code=204, response_class=Response, responses={401: {}})
 async def logout(principal: CurrentPrincipal, request: Request, session: DbSession) -> None:
     """End this session: its refresh tokens and access tokens stop working at once."""
     await _identity(request).logout(session, principal, _context(request))
@@ -187,7 +187,12 @@ async def me(principal: CurrentPrincipal, request: Request, session: DbSession) 
     return UserPublic.model_validate(user)
 
 
-@router.post("/auth/password", status_code=204, responses={400: {}, 401: {}, 422: {}})
+@router.post(
+    "/auth/password",
+    status_code=204,
+    response_class=Response,
+    responses={400: {}, 401: {}, 422: {}},
+)
 async def change_password(
     body: PasswordChangeRequest,
     principal: CurrentPrincipal,

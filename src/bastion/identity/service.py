@@ -335,6 +335,9 @@ class IdentityService:
             or user.disabled
         ):
             raise GrantError
+        session_scopes = frozenset(login.scope.split())
+        if requested is not None and not requested <= session_scopes:
+            raise InvalidScope  # before the token is spent: a retry with it is no replay
         # Single use, decided by the database: of two concurrent uses exactly one row
         # update succeeds; the other is a reuse like any replay.
         claimed = await session.execute(
@@ -345,9 +348,6 @@ class IdentityService:
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             await self._refresh_reuse(session, login, user, context)
             raise GrantError
-        session_scopes = frozenset(login.scope.split())
-        if requested is not None and not requested <= session_scopes:
-            raise InvalidScope
         scopes = resolve_scope(requested or session_scopes, granted_permissions(user.roles))
         response = await self._issue_tokens(session, user, login, scopes, now)
         await self._audit(
@@ -465,6 +465,8 @@ class IdentityService:
             raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
         verification = await self.hasher.verify(current_password, user.password_hash)
         now = self.clock()
+        if user.locked_until is not None and user.locked_until > now:
+            raise _WrongCurrentPassword  # like the token endpoint: no change, no extension
         if not verification.valid:
             # A stolen access token must not become a free password oracle: the failure
             # counts toward the lockout. It is its own unit of work, committed before the

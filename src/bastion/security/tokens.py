@@ -149,7 +149,13 @@ class AccessClaims:
 class KeyRing:
     """The keys that may verify tokens, and the one that signs new ones (the newest)."""
 
-    def __init__(self, keys: Iterable[SigningKey]) -> None:
+    def __init__(
+        self, keys: Iterable[SigningKey], *, max_token_lifetime: int | None = None
+    ) -> None:
+        """``max_token_lifetime`` (the access-token TTL) bounds what a leaked key can do:
+        tokens may not live longer than it, and a retired key's tokens may not be younger
+        than its retirement, so a key stops working for good one lifetime after rotation."""
+        self.max_token_lifetime = max_token_lifetime
         self.keys = {key.kid: key for key in keys}
         active = [key for key in self.keys.values() if key.retired_at is None]
         if not active:
@@ -209,7 +215,14 @@ class KeyRing:
             )
         except jwt.PyJWTError as error:
             raise InvalidToken(type(error).__name__) from None
-        return _access_claims(claims)
+        access = _access_claims(claims)
+        if self.max_token_lifetime is not None:
+            if access.expires_at - access.issued_at > self.max_token_lifetime + LEEWAY_SECONDS:
+                raise InvalidToken("lifetime longer than this issuer grants")
+            retired = key.retired_at
+            if retired is not None and access.issued_at > retired.timestamp() + LEEWAY_SECONDS:
+                raise InvalidToken("issued by a retired key")
+        return access
 
 
 def _access_claims(claims: dict[str, Any]) -> AccessClaims:

@@ -23,7 +23,7 @@ from typing import Final, Literal, Protocol
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -38,7 +38,15 @@ DEFAULT_MAX_ENTRIES: Final = 100_000
 
 # Connection refused, reset, a replica promoted mid-failover, a server still loading its data:
 # the store cannot answer, which is a 503, not a 500 and never an "allow".
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+# ResponseError covers a full Redis refusing writes (OOM under noeviction): fail closed.
+_UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    ResponseError,
+    OSError,
+)
 
 
 Restorer = Callable[[], Awaitable[None]]

@@ -89,9 +89,13 @@ async def rotate_signing_key(session: AsyncSession, settings: Settings, *, now: 
 async def load_key_ring(session: AsyncSession, settings: Settings) -> KeyRing:
     if settings.jwt_algorithm == "HS256":
         assert settings.jwt_secret is not None  # noqa: S101 (Settings refuses a missing secret)
-        return KeyRing([shared_secret_key(settings.jwt_secret.get_secret_value().encode())])
+        secret = settings.jwt_secret.get_secret_value().encode()
+        return KeyRing([shared_secret_key(secret)], max_token_lifetime=settings.access_token_ttl)
     records = await session.scalars(select(SigningKeyRecord))
-    return KeyRing(_from_record(record) for record in records)
+    return KeyRing(
+        (_from_record(record) for record in records),
+        max_token_lifetime=settings.access_token_ttl,
+    )
 
 
 class KeyRingHolder:

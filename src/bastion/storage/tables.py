@@ -73,8 +73,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     roles: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["user"])
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Bumped whenever roles change or the account is disabled: tokens carry it, so older
-    # tokens stop granting what the user no longer has.
+    # Reserved for role changes and disabling (the authorization work): bumped then, so
+    # that earlier grants can be told apart.
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     lockouts: Mapped[int] = mapped_column(Integer, default=0)
