@@ -15,16 +15,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, Request, sync_playwright
+from playwright.sync_api import Page
 
+from tests.e2e.browser import RENDER_TIMEOUT_MS, watched_page
 from tests.e2e.conftest import LiveServer
-from tests.e2e.test_docs_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_MARKERS,
-    RECORD_CSP_VIOLATIONS,
-    RENDER_TIMEOUT_MS,
-)
 from tests.identity.helpers import PASSWORD
 
 USERNAME = "swagger.user"
@@ -93,47 +87,24 @@ def execute_me(page: Page, screenshot: Path) -> tuple[str, str]:
 def test_authorize_with_the_password_flow_then_try_auth_me(
     sqlite_server: LiveServer, tmp_path: Path
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} not found: install the Debian package 'chromium' "
-            "(Playwright's own browser download is not used)"
-        )
     user = register(sqlite_server)
-    origin = f"127.0.0.1:{sqlite_server.port}"
-    requested: list[str] = []
-    console: list[str] = []
-    page_errors: list[str] = []
-    me_authorization: list[str | None] = []
+    with watched_page(f"127.0.0.1:{sqlite_server.port}") as watched:
+        page = watched.page
+        response = page.goto(f"{sqlite_server.base_url}/docs", wait_until="load")
+        assert response is not None and response.status == 200
+        page.wait_for_selector(".opblock", timeout=RENDER_TIMEOUT_MS)
 
-    def on_request(request: Request) -> None:
-        requested.append(request.url)
-        if urlsplit(request.url).path == "/auth/me":
-            me_authorization.append(request.headers.get("authorization"))
+        authorize(page, tmp_path / SCREENSHOTS[0])
+        status, body = execute_me(page, tmp_path / SCREENSHOTS[1])
 
-    def on_console(message: ConsoleMessage) -> None:
-        console.append(f"{message.type}: {message.text}")
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.add_init_script(RECORD_CSP_VIOLATIONS)
-            page = context.new_page()
-            page.on("request", on_request)
-            page.on("console", on_console)
-            page.on("pageerror", lambda error: page_errors.append(str(error)))
-
-            response = page.goto(f"{sqlite_server.base_url}/docs", wait_until="load")
-            assert response is not None and response.status == 200
-            page.wait_for_selector(".opblock", timeout=RENDER_TIMEOUT_MS)
-
-            authorize(page, tmp_path / SCREENSHOTS[0])
-            status, body = execute_me(page, tmp_path / SCREENSHOTS[1])
-
-            violations = page.evaluate("window.__cspViolations")
-            stored = page.evaluate("JSON.stringify(Object.assign({}, window.localStorage))")
-        finally:
-            browser.close()
+        stored = page.evaluate("JSON.stringify(Object.assign({}, window.localStorage))")
+        watched.assert_stayed_clean()
+        me_authorization = [
+            request.headers.get("authorization")
+            for request in watched.requests
+            if urlsplit(request.url).path == "/auth/me"
+        ]
+        assert f"{sqlite_server.base_url}/auth/token" in watched.requested
 
     assert status == "200", status
     shown = json.loads(body)
@@ -145,21 +116,3 @@ def test_authorize_with_the_password_flow_then_try_auth_me(
     token = (me_authorization[0] or "")[len("Bearer ") :]
     assert token not in stored, "the access token was persisted in localStorage"
     assert PASSWORD not in stored
-
-    foreign = [url for url in requested if not _same_origin(url, origin)]
-    assert not foreign, f"requests to other hosts or schemes: {foreign}"
-    assert f"http://{origin}/auth/token" in requested
-    assert violations == [], violations
-    csp_messages = [line for line in console if any(m in line for m in CSP_MARKERS)]
-    assert not csp_messages, csp_messages
-    errors = [line for line in console if line.startswith("error:")]
-    assert not errors, errors
-    assert not page_errors, page_errors
-
-
-def _same_origin(url: str, origin: str) -> bool:
-    """Plain-HTTP to the live server itself; inline ``data:`` images carry no host at all."""
-    parts = urlsplit(url)
-    if parts.scheme == "data":
-        return True
-    return parts.scheme == "http" and parts.netloc == origin

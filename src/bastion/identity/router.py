@@ -26,43 +26,27 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 10
 GRANT_TYPES = ("password", "refresh_token")
 
-_TOKEN_FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            FORM_CONTENT_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "required": ["grant_type"],
-                    "properties": {
-                        "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
-                        "username": {"type": "string"},
-                        "password": {"type": "string", "format": "password"},
-                        "refresh_token": {"type": "string"},
-                        "scope": {"type": "string"},
-                    },
-                }
-            }
-        },
+def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for a urlencoded body the route reads itself (RFC 6749 forms)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {
+        "requestBody": {"required": True, "content": {FORM_CONTENT_TYPE: {"schema": schema}}}
     }
-}
-_REVOKE_FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            FORM_CONTENT_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "required": ["token"],
-                    "properties": {
-                        "token": {"type": "string"},
-                        "token_type_hint": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-}
+
+
+_TOKEN_FORM = _form_body(
+    ["grant_type"],
+    {
+        "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
+        "username": {"type": "string"},
+        "password": {"type": "string", "format": "password"},
+        "refresh_token": {"type": "string"},
+        "scope": {"type": "string"},
+    },
+)
+_REVOKE_FORM = _form_body(
+    ["token"], {"token": {"type": "string"}, "token_type_hint": {"type": "string"}}
+)
 
 
 def _identity(request: Request) -> IdentityService:
@@ -77,26 +61,24 @@ def _context(request: Request) -> RequestContext:
     )
 
 
-class _BadForm(Exception):
-    pass
-
-
-async def _read_form(request: Request) -> dict[str, str]:
-    """An RFC 6749 form: urlencoded, every parameter at most once, few fields."""
+async def _read_form(request: Request) -> dict[str, str] | None:
+    """An RFC 6749 form: urlencoded, every parameter at most once, few fields; else None."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
-        raise _BadForm
+        return None
     try:
         text = (await request.body()).decode("utf-8")
         pairs = parse_qsl(
             text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FORM_FIELDS
         )
     except (UnicodeDecodeError, ValueError):
-        raise _BadForm from None
+        return None
     form = dict(pairs)
-    if len(form) != len(pairs):
-        raise _BadForm
-    return form
+    return form if len(form) == len(pairs) else None
+
+
+def _bad_form() -> JSONResponse:
+    return _oauth_error("invalid_request", "The request must be a valid form.")
 
 
 def _oauth_error(error: str, description: str) -> JSONResponse:
@@ -118,14 +100,13 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
     "/auth/token",
     response_model=TokenResponse,
     responses={400: {"model": OAuthError}},
-    openapi_extra=_TOKEN_FORM_SCHEMA,
+    openapi_extra=_TOKEN_FORM,
 )
 async def token(request: Request, session: DbSession) -> Response:
     """OAuth2 token endpoint (RFC 6749): ``password`` and ``refresh_token`` grants."""
-    try:
-        form = await _read_form(request)
-    except _BadForm:
-        return _oauth_error("invalid_request", "The request must be a valid form.")
+    form = await _read_form(request)
+    if form is None:
+        return _bad_form()
     grant_type = form.get("grant_type")
     identity = _identity(request)
     try:
@@ -162,13 +143,12 @@ async def token(request: Request, session: DbSession) -> Response:
     )
 
 
-@router.post("/auth/revoke", openapi_extra=_REVOKE_FORM_SCHEMA)
+@router.post("/auth/revoke", openapi_extra=_REVOKE_FORM)
 async def revoke(request: Request, session: DbSession) -> Response:
     """RFC 7009 revocation. Always 200, so it reveals nothing about the token."""
-    try:
-        form = await _read_form(request)
-    except _BadForm:
-        return _oauth_error("invalid_request", "The request must be a valid form.")
+    form = await _read_form(request)
+    if form is None:
+        return _bad_form()
     token_value = form.get("token")
     if token_value:
         await _identity(request).revoke(session, token=token_value, context=_context(request))
