@@ -17,6 +17,7 @@ from bastion import __version__
 from bastion.apidocs.router import mount_docs
 from bastion.authentication import Authenticator
 from bastion.config import Settings
+from bastion.dependencies import assert_routes_guarded
 from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
 from bastion.identity.router import router as identity_router
@@ -29,13 +30,16 @@ from bastion.middleware import (
     SecureHeadersMiddleware,
     ServerErrorMiddleware,
 )
+from bastion.security.cursors import CursorCodec
 from bastion.security.passwords import PasswordHasher
 from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
 from bastion.storage import Database, StorageUnavailable
 from bastion.storage.revocations import revocation_store_from_settings
+from bastion.storage.service_secrets import service_secret
 from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
 
 log = get_logger("bastion.app")
+CURSOR_SECRET_NAME = "cursor"  # noqa: S105 (the row name, not the secret)
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
@@ -88,6 +92,9 @@ async def start_identity(app: FastAPI) -> None:
         # restore marker is unset, so the first check after Redis returns restores.
         log.warning("revocation_store_unavailable_at_start")
     await identity.keys.reload()
+    async with database.transaction() as session:
+        secret = await service_secret(session, CURSOR_SECRET_NAME, now=identity.clock())
+    app.state.cursors = CursorCodec(secret)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -97,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Checked at start, not in create_app, so routes added afterwards count too.
+        assert_routes_guarded(app)
         await start_identity(app)
         yield
         await identity.revocations.close()
@@ -113,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         middleware=_middleware(settings),
         lifespan=lifespan,
     )
+    app.state.public_paths = {app.openapi_url}
     app.state.settings = settings
     app.state.database = database
     app.state.authenticator = authenticator

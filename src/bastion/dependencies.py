@@ -1,19 +1,31 @@
-"""``Annotated`` aliases that routes declare; each is an ``async def`` (no threadpool hop)."""
+"""Route policies and ``Annotated`` aliases that routes declare.
+
+Every route declares exactly how it may be reached: ``public()``, ``authenticated()`` or
+``require("resource:action", ...)``. A route that declares none stops the application
+from starting (``assert_routes_guarded``), so a forgotten check is a start-up failure,
+not an open endpoint. Everything here is ``async def``: a sync dependency would cost a
+threadpool hop per request.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.openapi.models import OAuthFlowPassword, OAuthFlows
-from fastapi.security import OAuth2
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security import OAuth2, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bastion.audit.events import AuditEventType, AuditRecord, Outcome
+from bastion.audit.service import record_event
 from bastion.authentication import Authenticator
 from bastion.config import Settings
-from bastion.errors import Unauthenticated
+from bastion.errors import Forbidden, Unauthenticated
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
+from bastion.middleware.request_id import request_id_of
 from bastion.security.permissions import ALL_PERMISSIONS
 from bastion.security.principal import Principal
 from bastion.security.tokens import INVALID_TOKEN_DETAIL, InvalidToken
@@ -58,7 +70,17 @@ class BearerToken(OAuth2):
             auto_error=False,
         )
 
-    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+    async def __call__(  # type: ignore[override]
+        self, request: Request, security_scopes: SecurityScopes
+    ) -> Principal:
+        principal = await self._principal(request)
+        missing = set(security_scopes.scopes) - principal.scopes
+        if missing:
+            await _audit_denial(request, principal, sorted(missing))
+            raise Forbidden
+        return principal
+
+    async def _principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
         if not header:
             raise Unauthenticated
@@ -76,9 +98,116 @@ class BearerToken(OAuth2):
 
 bearer_token = BearerToken()
 
+
+async def _audit_denial(request: Request, principal: Principal, missing: list[str]) -> None:
+    """Every 403 is an audit event, committed on its own: the request fails right after."""
+    database: Database = request.app.state.database
+    route = request.scope.get("route")
+    client = request.client
+    async with database.transaction() as session:
+        await record_event(
+            session,
+            AuditRecord(
+                occurred_at=datetime.now(UTC),
+                type=AuditEventType.ACCESS_DENIED,
+                outcome=Outcome.DENIED,
+                actor_id=principal.user_id,
+                subject_id=principal.user_id,
+                client_ip=client.host[:45] if client else None,
+                request_id=request_id_of(request.scope),
+                details={
+                    "method": request.method,
+                    "route": getattr(route, "path", None),
+                    "missing": " ".join(missing),
+                },
+            ),
+        )
+
+
+async def _public() -> None:
+    """The marker of a route anyone may call; it does nothing else."""
+
+
+def public() -> Any:
+    """Policy: anyone may call the route, with or without a token."""
+    return Depends(_public)
+
+
+def authenticated() -> Any:
+    """Policy: any valid, unrevoked access token."""
+    return Security(bearer_token)
+
+
+def require(*permissions: str) -> Any:
+    """Policy: a valid token whose scope holds every one of ``permissions`` (else 403)."""
+    unknown = set(permissions) - ALL_PERMISSIONS
+    if not permissions or unknown:
+        raise ValueError(f"unknown permissions: {sorted(unknown) or 'none given'}")
+    return Security(bearer_token, scopes=list(permissions))
+
+
+def route_policy(route: Any) -> str | None:
+    """What a FastAPI route declares (``public``, ``authenticated``, ``require: a b``), or
+    None. ``route`` is an ``APIRoute`` or the route context FastAPI builds for a route of an
+    included router, whose dependant carries the router's dependencies too."""
+    pending = list(route.dependant.dependencies)
+    policies: list[str] = []
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is _public:
+            policies.append("public")
+        elif dependant.call is bearer_token:
+            scopes = sorted(dependant.own_oauth_scopes or [])
+            policies.append(f"require: {' '.join(scopes)}" if scopes else "authenticated")
+        pending.extend(dependant.dependencies)
+    if not policies:
+        return None
+    # The strictest declaration wins when several are present.
+    return max(policies, key=lambda policy: (policy.startswith("require"), policy != "public"))
+
+
+def route_policies(app: FastAPI) -> list[tuple[str, str, str | None]]:
+    """(methods, path, policy) of every route; policy None means none declared.
+
+    Routes that are not FastAPI endpoints (mounts, plain Starlette routes) have no policy
+    unless their path is in ``app.state.public_paths``: deny by default.
+    """
+    allowed: set[str] = set(getattr(app.state, "public_paths", ()))
+    found: list[tuple[str, str, str | None]] = []
+    for context in iter_route_contexts(app.routes):
+        path = str(context.path)
+        if isinstance(context.original_route, APIRoute):
+            methods = ",".join(sorted(context.methods or []))
+            found.append((methods, path, route_policy(context)))
+        else:
+            kind = type(context.original_route).__name__
+            found.append((kind, path, "public" if path in allowed else None))
+    return found
+
+
+def unguarded_routes(app: FastAPI) -> list[str]:
+    """``METHOD path`` of every route that declares no policy."""
+    return [f"{methods} {path}" for methods, path, policy in route_policies(app) if not policy]
+
+
+class UnguardedRoutes(RuntimeError):
+    def __init__(self, offenders: list[str]) -> None:
+        super().__init__(
+            "refusing to start: these routes declare no policy (public(), authenticated() "
+            "or require(...)):\n" + "\n".join(f"  - {offender}" for offender in offenders)
+        )
+        self.offenders = offenders
+
+
+def assert_routes_guarded(app: FastAPI) -> None:
+    """Raises ``UnguardedRoutes`` naming every route without a policy."""
+    offenders = unguarded_routes(app)
+    if offenders:
+        raise UnguardedRoutes(offenders)
+
 AppSettings = Annotated[Settings, Depends(_settings)]
 AppDatabase = Annotated[Database, Depends(_database)]
 # scope="function": the transaction commits when the route returns, before the response is
 # sent, so a failed commit is reported to the client instead of a success it never got.
 DbSession = Annotated[AsyncSession, Depends(_transaction, scope="function")]
-CurrentPrincipal = Annotated[Principal, Depends(bearer_token)]
+CurrentPrincipal = Annotated[Principal, authenticated()]

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 
 from bastion.app import app_from_environment
+from bastion.dependencies import public
 
 BOOM_MESSAGE = "secret-internal-detail /etc/passwd SELECT * FROM users"
 
@@ -31,11 +32,11 @@ class EchoOut(BaseModel):
 def create_echo_app() -> FastAPI:
     app = app_from_environment()
 
-    @app.post("/echo")
+    @app.post("/echo", dependencies=[public()])
     async def echo(body: EchoIn) -> EchoOut:
         return EchoOut(name=body.name)
 
-    @app.get("/boom")
+    @app.get("/boom", dependencies=[public()])
     async def boom() -> None:
         raise RuntimeError(BOOM_MESSAGE)
 

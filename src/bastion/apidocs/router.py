@@ -11,6 +11,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from bastion.dependencies import public
+
 DOCS_PATH = "/docs"
 _INIT_SCRIPT = (files("bastion.apidocs") / "swagger-init.js").read_bytes()
 _PAGE = f"""<!doctype html>
@@ -29,7 +31,7 @@ _PAGE = f"""<!doctype html>
 </html>
 """
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[public()])
 
 
 @router.get(DOCS_PATH)
@@ -44,6 +46,8 @@ async def docs_init_script() -> Response:
 
 def mount_docs(app: FastAPI) -> None:
     app.include_router(router)
+    # Static files are not FastAPI routes; name the mount public explicitly.
+    app.state.public_paths = {*getattr(app.state, "public_paths", ()), f"{DOCS_PATH}/static"}
     app.mount(
         f"{DOCS_PATH}/static",
         StaticFiles(directory=Path(str(swagger_ui_path))),

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from bastion.authentication import Authenticator
-from bastion.dependencies import AppDatabase
+from bastion.dependencies import AppDatabase, public
 from bastion.storage import StorageUnavailable
 
-router = APIRouter(prefix="/health", tags=["operations"])
+router = APIRouter(prefix="/health", tags=["operations"], dependencies=[public()])
 
 
 class HealthStatus(BaseModel):

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from bastion.dependencies import CurrentPrincipal, DbSession
+from bastion.dependencies import CurrentPrincipal, DbSession, public
 from bastion.identity.schemas import (
     JsonWebKeySet,
     OAuthError,
@@ -89,7 +89,9 @@ def _oauth_error(error: str, description: str) -> JSONResponse:
     )
 
 
-@router.post("/auth/register", status_code=201, responses={409: {}, 422: {}})
+@router.post(
+    "/auth/register", status_code=201, responses={409: {}, 422: {}}, dependencies=[public()]
+)
 async def register(body: RegisterRequest, request: Request, session: DbSession) -> UserPublic:
     """Create an account. The password policy follows NIST SP 800-63B-4."""
     user = await _identity(request).register(session, body, _context(request))
@@ -101,6 +103,7 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
     response_model=TokenResponse,
     responses={400: {"model": OAuthError}},
     openapi_extra=_TOKEN_FORM,
+    dependencies=[public()],
 )
 async def token(request: Request, session: DbSession) -> Response:
     """OAuth2 token endpoint (RFC 6749): ``password`` and ``refresh_token`` grants."""
@@ -143,7 +146,7 @@ async def token(request: Request, session: DbSession) -> Response:
     )
 
 
-@router.post("/auth/revoke", openapi_extra=_REVOKE_FORM)
+@router.post("/auth/revoke", openapi_extra=_REVOKE_FORM, dependencies=[public()])
 async def revoke(request: Request, session: DbSession) -> Response:
     """RFC 7009 revocation. Always 200, so it reveals nothing about the token."""
     form = await _read_form(request)
@@ -189,7 +192,11 @@ async def change_password(
     )
 
 
-@router.get("/.well-known/jwks.json", responses={200: {"model": JsonWebKeySet}})
+@router.get(
+    "/.well-known/jwks.json",
+    responses={200: {"model": JsonWebKeySet}},
+    dependencies=[public()],
+)
 async def jwks(request: Request) -> JSONResponse:
     """Public keys of every key whose tokens may still be valid."""
     identity = _identity(request)

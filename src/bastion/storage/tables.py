@@ -76,6 +76,9 @@ class User(Base):
     # Reserved for role changes and disabling (the authorization work): bumped then, so
     # that earlier grants can be told apart.
     token_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Every access token issued before this Unix time is refused (roles changed, account
+    # disabled); kept here so the revocation store can be restored from it.
+    tokens_revoked_before: Mapped[int | None] = mapped_column(BigInteger, default=None)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     lockouts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
@@ -165,6 +168,45 @@ class AuditEvent(Base):
         Index("ix_audit_events_subject_id", "subject_id"),
         Index("ix_audit_events_occurred_at", "occurred_at"),
     )
+
+
+class Note(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)  # sanitized HTML, never raw input
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_notes_owner_id_created_at", "owner_id", "created_at"),)
+
+
+class NoteShare(Base):
+    """Read access to a note for one other user."""
+
+    __tablename__ = "note_shares"
+
+    note_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("notes.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_note_shares_user_id", "user_id"),)
+
+
+class ServiceSecret(Base):
+    """Server-side secrets every process must share (e.g. the pagination-cursor key)."""
+
+    __tablename__ = "service_secrets"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
 
 
 class AuditChainHead(Base):
