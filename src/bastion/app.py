@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from bastion import __version__
+from bastion.admin.router import router as admin_router
 from bastion.apidocs.router import mount_docs
 from bastion.authentication import Authenticator
 from bastion.config import Settings
@@ -30,6 +31,7 @@ from bastion.middleware import (
     SecureHeadersMiddleware,
     ServerErrorMiddleware,
 )
+from bastion.notes.router import router as notes_router
 from bastion.security.cursors import CursorCodec
 from bastion.security.passwords import PasswordHasher
 from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
@@ -130,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health_router)
     app.include_router(identity_router)
+    app.include_router(notes_router)
+    app.include_router(admin_router)
     mount_docs(app)
     return app
 

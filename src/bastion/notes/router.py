@@ -1,0 +1,7 @@
+"""/notes: the protected resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["notes"])
