@@ -1,4 +1,4 @@
-"""The ``bastion`` command: serve, migrate, check, openapi."""
+"""The ``bastion`` command: serve, migrate, check, openapi, create-admin, audit, keys."""
 
 from __future__ import annotations
 
@@ -6,20 +6,28 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from bastion.admin.service import AccountExists, create_admin
 from bastion.audit.service import ChainVerification, verify_chain
-from bastion.config import Settings, insecure_findings
+from bastion.config import Finding, Settings, insecure_findings
+from bastion.identity.schemas import Email, Username
 from bastion.logs import configure_logging
+from bastion.security.passwords import PasswordHasher, password_problems
 from bastion.server import run_server
 from bastion.storage import Database, StorageUnavailable
 from bastion.storage.migrate import current_revision, head_revision, upgrade_to_head
 from bastion.storage.signing_keys import rotate_signing_key
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 cli = typer.Typer(
     name="bastion",
@@ -122,9 +130,16 @@ def check(
         bool, typer.Option("--deploy", help="Judge the configuration as production would.")
     ] = False,
 ) -> None:
-    """Report insecure configuration; exit non-zero on any finding."""
+    """Report insecure configuration and unguarded routes, one line each; exit 1 on any.
+
+    Without --deploy (and outside production) only what is insecure in every environment
+    counts; with it, everything production would refuse counts too.
+    """
     settings = load_settings()
-    findings = insecure_findings(settings, deploy=deploy or settings.is_production)
+    findings = [
+        *insecure_findings(settings, deploy=deploy or settings.is_production),
+        *service_route_findings(settings),
+    ]
     for finding in findings:
         typer.echo(str(finding))
     if findings:
@@ -132,21 +147,128 @@ def check(
     typer.echo("no insecure settings found")
 
 
+@contextmanager
+def _scratch_service_app(settings: Settings) -> Iterator[FastAPI]:
+    """The service app built over a throw-away data dir, for reading its routes or OpenAPI
+    document: nothing creates ./.bastion or talks to the configured database or Redis."""
+    from bastion.app import create_app
+
+    with tempfile.TemporaryDirectory() as scratch:
+        app = create_app(
+            settings.model_copy(
+                update={"data_dir": Path(scratch), "database_url": None, "redis_url": None}
+            )
+        )
+        try:
+            yield app
+        finally:
+            asyncio.run(app.state.database.dispose())
+
+
+def service_route_findings(settings: Settings) -> list[Finding]:
+    """A finding for every route of the service app that declares no policy."""
+    from bastion.dependencies import route_findings
+
+    with _scratch_service_app(settings) as app:
+        return route_findings(app)
+
+
 @cli.command()
 def openapi() -> None:
     """Print the OpenAPI document."""
-    from bastion.app import create_app
-
-    # The document does not depend on data: build the app over a throw-away data dir so
-    # printing the spec never creates ./.bastion.
-    with tempfile.TemporaryDirectory() as scratch:
-        settings = load_settings().model_copy(
-            update={"data_dir": Path(scratch), "database_url": None}
-        )
-        app = create_app(settings)
+    # The document does not depend on data: printing it never creates ./.bastion.
+    with _scratch_service_app(load_settings()) as app:
         json.dump(app.openapi(), sys.stdout, indent=2)
-        asyncio.run(app.state.database.dispose())
     sys.stdout.write("\n")
+
+
+MIN_AGE, MAX_AGE = 13, 130  # as for /auth/register
+
+
+def _read_password() -> str:
+    """The new account's password: one line of stdin when it is piped (the trailing newline
+    removed, nothing else), otherwise typed twice without echo."""
+    if sys.stdin is not None and not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        if line.endswith("\n"):
+            line = line[:-1]
+            if line.endswith("\r"):
+                line = line[:-1]
+        return line
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+def _valid(adapter: TypeAdapter[str], value: str, name: str) -> str:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        raise _fail(f"bastion: --{name} is not a valid {name}", code=2) from None
+
+
+async def _create_admin(
+    settings: Settings, *, username: str, email: str, age: int, password: str
+) -> str | None:
+    """The new admin's id; None when the schema is not migrated to this version."""
+    database = Database.from_settings(settings)
+    try:
+        if not await database.ping():
+            raise StorageUnavailable
+        if await current_revision(database.engine) != head_revision():
+            return None
+        hasher = PasswordHasher(
+            memory_kib=settings.password_hash_memory_kib,
+            time_cost=settings.password_hash_time_cost,
+            parallelism=settings.password_hash_parallelism,
+        )
+        password_hash = await hasher.hash(password)  # outside the transaction (write lock)
+        async with database.transaction() as session:
+            user = await create_admin(
+                session,
+                username=username,
+                email=email,
+                age=age,
+                password_hash=password_hash,
+                now=datetime.now(UTC),
+            )
+        return str(user.id)
+    finally:
+        await database.dispose()
+
+
+@cli.command("create-admin")
+def create_admin_command(
+    username: Annotated[str, typer.Option(help="3-32 characters of a-z 0-9 _ . -")],
+    email: Annotated[str, typer.Option(help="The admin's email address.")],
+    age: Annotated[
+        int, typer.Option(min=MIN_AGE, max=MAX_AGE, help="Stored like any account's age.")
+    ] = 18,
+) -> None:
+    """Create an account with the roles admin and user.
+
+    The password is read from stdin when it is piped (one line), otherwise prompted for
+    twice. The password policy applies; an existing username or email is refused.
+    """
+    settings = load_settings()  # logging left unconfigured: the outcome is the only output
+    username = _valid(TypeAdapter(Username), username, "username")
+    email = _valid(TypeAdapter(Email), email, "email")
+    password = _read_password()
+    problems = password_problems(password, username=username, email=email)
+    if problems:
+        raise _fail("bastion: the password was refused\n" + "\n".join(problems), code=2)
+    try:
+        user_id = asyncio.run(
+            _create_admin(settings, username=username, email=email, age=age, password=password)
+        )
+    except StorageUnavailable:
+        raise _fail("bastion: the database does not answer; no account was created") from None
+    except AccountExists:
+        raise _fail(
+            "bastion: that username or email address exists already; no account was created"
+        ) from None
+    if user_id is None:
+        raise _fail("bastion: the database schema is not current; run `bastion migrate` first")
+    typer.echo(f"admin {username} created (id {user_id})")
 
 
 audit_cli = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)

@@ -25,6 +25,13 @@ ALWAYS_FATAL = frozenset({"BASTION_JWT_SECRET"})
 # OWASP Password Storage Cheat Sheet, Argon2id minimum: m=19 MiB, t=2, p=1.
 OWASP_ARGON2_MEMORY_KIB = 19_456
 OWASP_ARGON2_TIME_COST = 2
+# Production ceilings on how long a credential lasts: an access token is a bearer credential
+# (whoever holds it is the user until it expires), and a session should end in the password
+# again at some point.
+MAX_ACCESS_TOKEN_TTL = 3_600
+MAX_SESSION_SECONDS = 90 * 86_400
+# NIST SP 800-63B-4 (rate limiting): at most 100 consecutive failed attempts on one account.
+MAX_LOCKOUT_THRESHOLD = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +162,41 @@ class Settings(BaseSettings):
 def insecure_findings(settings: Settings, *, deploy: bool) -> list[Finding]:
     """Every insecure setting; with ``deploy`` also those only refused in production."""
     found = [
+        *_mode_findings(settings),
         *_token_findings(settings),
+        *_session_findings(settings),
         *_network_findings(settings),
     ]
     if deploy:
         return found
     return [finding for finding in found if not finding.production_only]
+
+
+def _mode_findings(settings: Settings) -> list[Finding]:
+    found: list[Finding] = []
+    if not settings.is_production:
+        # Only --deploy asks, so this is never a reason for production itself to refuse.
+        found.append(
+            Finding(
+                "BASTION_ENV",
+                f"{settings.env} mode: the service starts whatever the other settings say; set "
+                "production so that every process refuses an insecure configuration",
+                production_only=True,
+            )
+        )
+    if settings.log_level == "DEBUG":
+        # Libraries' debug records go to the log too; aiosqlite's carry every statement
+        # with its parameters, which redaction by field name cannot recognise.
+        found.append(
+            Finding(
+                "BASTION_LOG_LEVEL",
+                "DEBUG turns on libraries' debug records, database statements with their "
+                "values among them: password hashes, refresh-token hashes and private signing "
+                "keys can reach the logs",
+                production_only=True,
+            )
+        )
+    return found
 
 
 def _token_findings(settings: Settings) -> list[Finding]:
@@ -192,6 +228,41 @@ def _token_findings(settings: Settings) -> list[Finding]:
             Finding(
                 "BASTION_ISSUER",
                 "must be an https:// URL in production (clients reach the issuer over TLS)",
+                production_only=True,
+            )
+        )
+    return found
+
+
+def _session_findings(settings: Settings) -> list[Finding]:
+    """How long a stolen credential keeps working, and how hard passwords may be guessed."""
+    found: list[Finding] = []
+    if settings.access_token_ttl > MAX_ACCESS_TOKEN_TTL:
+        found.append(
+            Finding(
+                "BASTION_ACCESS_TOKEN_TTL",
+                f"{settings.access_token_ttl} s is longer than {MAX_ACCESS_TOKEN_TTL} s: a "
+                "leaked access token works that long; keep it short and let clients refresh",
+                production_only=True,
+            )
+        )
+    # No check of BASTION_REFRESH_TOKEN_TTL of its own: a refresh token never outlives its
+    # session, so the session's absolute lifetime bounds every refresh chain.
+    if settings.session_max_age > MAX_SESSION_SECONDS:
+        found.append(
+            Finding(
+                "BASTION_SESSION_MAX_AGE",
+                f"{settings.session_max_age} s is longer than 90 days: a login (and every "
+                "refresh token of it) lasts that long without the password",
+                production_only=True,
+            )
+        )
+    if settings.lockout_threshold > MAX_LOCKOUT_THRESHOLD:
+        found.append(
+            Finding(
+                "BASTION_LOCKOUT_THRESHOLD",
+                f"{settings.lockout_threshold} failed logins before an account locks; NIST SP "
+                f"800-63B allows at most {MAX_LOCKOUT_THRESHOLD}",
                 production_only=True,
             )
         )

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.audit.events import AuditEventType, AuditRecord, Outcome
 from bastion.audit.service import record_event
 from bastion.authentication import Authenticator
-from bastion.config import Settings
-from bastion.errors import Forbidden, Unauthenticated
+from bastion.config import Finding, Settings
+from bastion.errors import InsufficientScope, Unauthenticated
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
 from bastion.middleware.request_id import request_id_of
 from bastion.security.permissions import ALL_PERMISSIONS
@@ -77,7 +77,7 @@ class BearerToken(OAuth2):
         missing = set(security_scopes.scopes) - principal.scopes
         if missing:
             await _audit_denial(request, principal, sorted(missing))
-            raise Forbidden
+            raise InsufficientScope(sorted(security_scopes.scopes))
         return principal
 
     async def _principal(self, request: Request) -> Principal:
@@ -188,6 +188,15 @@ def route_policies(app: FastAPI) -> list[tuple[str, str, str | None]]:
 def unguarded_routes(app: FastAPI) -> list[str]:
     """``METHOD path`` of every route that declares no policy."""
     return [f"{methods} {path}" for methods, path, policy in route_policies(app) if not policy]
+
+
+def route_findings(app: FastAPI) -> list[Finding]:
+    """``bastion check``'s view of ``unguarded_routes``: one finding per route, in every
+    environment (such a route stops the application from starting anywhere)."""
+    return [
+        Finding("route", f"{route} declares no policy", production_only=False)
+        for route in unguarded_routes(app)
+    ]
 
 
 class UnguardedRoutes(RuntimeError):

@@ -50,6 +50,14 @@ class Forbidden(DomainError):
     detail = "You are not allowed to do this."
 
 
+class InsufficientScope(Forbidden):
+    """A valid token without the permission the route requires (RFC 6750 §3.1)."""
+
+    def __init__(self, required: list[str]) -> None:
+        super().__init__()
+        self.required = required
+
+
 class BadRequest(DomainError):
     detail = "The request cannot be processed."
 
@@ -138,6 +146,12 @@ async def _domain_problem(request: Request, exc: Exception) -> Response:
     )
     if isinstance(exc, Unauthenticated):
         challenge = bearer_challenge(token_presented=exc.token_presented)
+        return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})
+    if isinstance(exc, InsufficientScope):
+        challenge = (
+            f'Bearer realm="bastion", error="insufficient_scope", '
+            f'scope="{" ".join(exc.required)}"'
+        )
         return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})
     if isinstance(exc, InvalidFields):
         return ProblemResponse(request, status, exc.detail, errors=exc.errors)

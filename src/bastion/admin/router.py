@@ -2,6 +2,182 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime
+
+from bastion.admin.schemas import AdminUser, AuditEventOut, UserUpdate
+from bastion.admin.service import AdminService, RefusedChange, UpdateResult, UsersPosition
+from bastion.audit.events import AuditEventType
+from bastion.audit.service import audit_context
+from bastion.dependencies import AppDatabase, DbSession, require
+from bastion.errors import BadRequest
+from bastion.identity.service import IdentityService, RequestContext
+from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from bastion.security.cursors import CursorCodec, InvalidCursor
+from bastion.security.principal import Principal
 
 router = APIRouter(tags=["admin"])
+"""The admin API."""
+
+USERS_CURSOR = "admin.users"
+AUDIT_CURSOR = "admin.audit"
+
+UsersReader = Annotated[Principal, require("users:read")]
+UsersWriter = Annotated[Principal, require("users:write")]
+AuditReader = Annotated[Principal, require("audit:read")]
+
+
+class InvalidCursorProblem(BadRequest):
+    detail = "The cursor is not valid; start again from the first page."
+
+
+def _service(request: Request) -> AdminService:
+    identity: IdentityService = request.app.state.identity
+    return AdminService(identity)
+
+
+def _context(request: Request) -> RequestContext:
+    client_ip, request_id = audit_context(request)
+    return RequestContext(client_ip=client_ip, request_id=request_id)
+
+
+def _cursors(request: Request) -> CursorCodec:
+    codec: CursorCodec = request.app.state.cursors
+    return codec
+
+
+def _decode(request: Request, purpose: str, cursor: str) -> list[Any]:
+    try:
+        return _cursors(request).decode(purpose, cursor)
+    except InvalidCursor:
+        raise InvalidCursorProblem from None
+
+
+def _users_position(request: Request, cursor: str | None) -> UsersPosition | None:
+    if cursor is None:
+        return None
+    # Signed by this server, so well-formed unless the format changed between versions.
+    match _decode(request, USERS_CURSOR, cursor):
+        case [str() as created_at, str() as user_id]:
+            try:
+                moment = datetime.fromisoformat(created_at)
+                position = UsersPosition(created_at=moment, user_id=uuid.UUID(user_id))
+            except ValueError:
+                raise InvalidCursorProblem from None
+            if moment.tzinfo is not None:
+                return position
+    raise InvalidCursorProblem
+
+
+def _audit_position(request: Request, cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    match _decode(request, AUDIT_CURSOR, cursor):
+        case [int() as seq] if not isinstance(seq, bool) and seq > 0:
+            return seq
+    raise InvalidCursorProblem
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}}
+
+
+@router.get("/admin/users", responses={**_ERRORS, 400: {}, 422: {}})
+async def list_users(
+    _principal: UsersReader,
+    request: Request,
+    session: DbSession,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[AdminUser]:
+    """Every account, oldest first, with its state (disabled, locked)."""
+    users, more = await _service(request).list_users(
+        session, limit=limit, after=_users_position(request, cursor)
+    )
+    next_cursor = None
+    if more and users:
+        last = users[-1]
+        next_cursor = _cursors(request).encode(
+            USERS_CURSOR, [last.created_at.isoformat(), str(last.id)]
+        )
+    return Page[AdminUser](
+        items=[AdminUser.model_validate(user) for user in users], next_cursor=next_cursor
+    )
+
+
+@router.patch("/admin/users/{user_id}", responses={**_ERRORS, 404: {}, 409: {}, 422: {}})
+async def update_user(
+    user_id: str,
+    body: UserUpdate,
+    principal: UsersWriter,
+    request: Request,
+    database: AppDatabase,
+) -> AdminUser:
+    """Change a user's roles or disable (re-enable) the account.
+
+    Takes effect at once: access tokens issued before the change are refused, so clients
+    refresh and get a scope computed from the new roles. Disabling also ends every session.
+    An admin cannot disable themselves, and the last enabled admin cannot lose the role.
+    """
+    service = _service(request)
+    context = _context(request)
+    # The route runs its own transaction: a refusal is audited after the rollback, and the
+    # answer waits for the cut-off second only once the write lock is released.
+    result: UpdateResult
+    try:
+        async with database.transaction() as session:
+            result = await service.update_user(session, principal, user_id, body, context)
+    except RefusedChange as refused:
+        async with database.transaction() as session:
+            await service.record_refusal(session, principal, user_id, refused, context)
+        raise
+    return AdminUser.model_validate(result.user)
+
+
+@router.post(
+    "/admin/users/{user_id}/unlock",
+    status_code=204,
+    response_class=Response,
+    responses={**_ERRORS, 404: {}},
+)
+async def unlock_user(
+    user_id: str, principal: UsersWriter, request: Request, session: DbSession
+) -> None:
+    """Lift a lockout at once and reset the failure counters."""
+    await _service(request).unlock(session, principal, user_id, _context(request))
+
+
+@router.get("/admin/audit", responses={**_ERRORS, 400: {}, 422: {}})
+async def list_audit_events(
+    _principal: AuditReader,
+    request: Request,
+    session: DbSession,
+    type: Annotated[AuditEventType | None, Query(description="Only this event type.")] = None,
+    user_id: Annotated[
+        uuid.UUID | None, Query(description="Only events with this user as actor or subject.")
+    ] = None,
+    since: Annotated[
+        AwareDatetime | None,
+        Query(description="Only events at or after this time (ISO 8601 with a time zone)."),
+    ] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[AuditEventOut]:
+    """The audit log, newest first."""
+    events, more = await _service(request).list_audit(
+        session,
+        type=type,
+        user_id=user_id,
+        since=since,
+        limit=limit,
+        before_seq=_audit_position(request, cursor),
+    )
+    next_cursor = None
+    if more and events:
+        next_cursor = _cursors(request).encode(AUDIT_CURSOR, [events[-1].seq])
+    return Page[AuditEventOut](
+        items=[AuditEventOut.model_validate(event) for event in events], next_cursor=next_cursor
+    )

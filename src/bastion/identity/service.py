@@ -211,7 +211,13 @@ class IdentityService:
         }
         if verification.new_hash is not None:
             reset["password_hash"] = verification.new_hash
-        await session.execute(update(User).where(User.id == user.id).values(**reset))
+        # The lookup ran before hashing, outside this transaction: re-check, in it, that the
+        # account was not disabled meanwhile.
+        still_enabled = await session.execute(
+            update(User).where(User.id == user.id, User.disabled.is_(False)).values(**reset)
+        )
+        if still_enabled.rowcount != 1:  # type: ignore[attr-defined]
+            raise GrantError
         granted = resolve_scope(requested, granted_permissions(user.roles))
         login = LoginSession(
             id=uuid.uuid4(),
@@ -281,6 +287,9 @@ class IdentityService:
         )
         ring = await self.keys.reload_if_stale(session) or await self.keys.ring()
         lifetime = self.settings.access_token_ttl
+        # A role change or disable refuses tokens issued before the user's cut-off (the next
+        # whole second); a token issued now must not fall under it, so it starts there.
+        issued_at = max(int(now.timestamp()), user.tokens_revoked_before or 0)
         access = ring.sign(
             access_token_claims(
                 issuer=self.settings.issuer,
@@ -289,7 +298,7 @@ class IdentityService:
                 session_id=str(login.id),
                 scopes=scopes,
                 lifetime=lifetime,
-                now=int(now.timestamp()),
+                now=issued_at,
             )
         )
         return TokenResponse(
@@ -528,6 +537,14 @@ class IdentityService:
                     )
                 )
             )
+            # A cut-off still matters while a token issued just before it may be alive.
+            user_cutoffs = list(
+                await session.execute(
+                    select(User.id, User.tokens_revoked_before).where(
+                        User.tokens_revoked_before > int(since.timestamp())
+                    )
+                )
+            )
         for session_id in revoked_sessions:
             await self.revocations.revoke_session(
                 str(session_id), ttl_seconds=self._access_token_ttl()
@@ -535,8 +552,17 @@ class IdentityService:
         for jti, expires_at in revoked_tokens:
             remaining = max(int((expires_at - now).total_seconds()), 1)
             await self.revocations.revoke_token(jti, ttl_seconds=remaining)
+        for user_id, cutoff in user_cutoffs:
+            if cutoff is None:  # not selected; narrows the type
+                continue
+            # Tokens issued before ``cutoff`` (the last at cutoff - 1) are accepted until
+            # their exp plus the leeway: remember the cut-off that long from now.
+            remaining = max(cutoff + self._access_token_ttl() - int(now.timestamp()), 1)
+            await self.revocations.revoke_user_tokens_before(
+                str(user_id), cutoff, ttl_seconds=remaining
+            )
         await self.revocations.mark_restored()
-        return len(revoked_sessions) + len(revoked_tokens)
+        return len(revoked_sessions) + len(revoked_tokens) + len(user_cutoffs)
 
     async def restore_revocations_quietly(self) -> None:
         """The store's restorer: same work, no result."""

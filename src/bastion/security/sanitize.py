@@ -45,7 +45,8 @@ _CLEANER = nh3.Cleaner(
     strip_comments=True,
 )
 
-MAX_HTML_CHARACTERS = 65_536
+MAX_HTML_BYTES = 65_536
+MAX_HTML_CHARACTERS = MAX_HTML_BYTES  # a string over this many characters is over the bytes
 
 
 def sanitize_html(html: str) -> str:
@@ -60,7 +61,17 @@ def _plain_text(value: str) -> str:
     return value
 
 
+def _within_size(value: str) -> str:
+    # Checked in UTF-8 bytes (64 KiB), after the cheap character bound above it.
+    if len(value.encode("utf-8")) > MAX_HTML_BYTES:
+        raise ValueError("The text is larger than 64 KiB.")
+    return value
+
+
 SafeHTML = Annotated[
-    str, StringConstraints(max_length=MAX_HTML_CHARACTERS), AfterValidator(sanitize_html)
+    str,
+    StringConstraints(max_length=MAX_HTML_CHARACTERS),
+    AfterValidator(_within_size),
+    AfterValidator(sanitize_html),
 ]
 PlainText = Annotated[str, AfterValidator(_plain_text)]

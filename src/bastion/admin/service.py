@@ -1,0 +1,335 @@
+"""What operators do to accounts: list, change roles, disable, unlock; and the first admin.
+
+Changes run inside the caller's transaction and write their audit event in it. A change
+that narrows what a user may do takes effect at once for tokens already issued: the user's
+cut-off (``User.tokens_revoked_before``, Unix seconds) refuses every access token issued
+before it. The database keeps the cut-off so the revocation store can be restored from it
+(``IdentityService.restore_revocations``).
+
+Token ``iat`` has whole-second precision, so the cut-off is the *next* second: a token
+issued in the same second as the change cannot be told apart from one issued before it, and
+is refused too. Tokens issued after the change start at the cut-off (``_issue_tokens``), so
+a client that refreshes at once gets a token the cut-off does not cover.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import String, and_, cast, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bastion.admin.schemas import UserUpdate
+from bastion.audit.events import AuditEventType, AuditRecord, Outcome
+from bastion.audit.service import StoredAuditEvent, list_events, record_event
+from bastion.errors import Conflict, NotFound
+from bastion.identity.service import IdentityService, RequestContext
+from bastion.security.principal import Principal
+from bastion.storage.tables import LoginSession, User
+
+ADMIN_ROLE = "admin"
+CREATED_ADMIN_ROLES = ("admin", "user")
+
+
+class UserNotFound(NotFound):
+    detail = "The user does not exist."
+
+
+class RefusedChange(Conflict):
+    """A change that would lock every operator out, or an admin out of their own account.
+
+    ``event`` and ``reason`` name the audit event the route records (in a transaction of
+    its own: the change's transaction rolls back with this error)."""
+
+    def __init__(self, detail: str, *, event: AuditEventType, reason: str) -> None:
+        super().__init__(detail)
+        self.event = event
+        self.reason = reason
+
+
+class AccountExists(Exception):
+    """``create_admin``: the username or email address is already registered."""
+
+
+def _may_remove_admin(change: UserUpdate) -> bool:
+    """Whether the change could take the admin role away from someone (judged from the
+    request alone, before any row is read)."""
+    return change.disabled is True or (
+        change.roles is not None and ADMIN_ROLE not in change.roles
+    )
+
+
+def parse_user_id(raw: str) -> uuid.UUID:
+    """A path's user id; anything that is not a UUID is a user that does not exist."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise UserNotFound from None
+
+
+def roles_text(roles: list[str]) -> str:
+    return " ".join(sorted(roles))
+
+
+@dataclass(frozen=True, slots=True)
+class UsersPosition:
+    """Keyset position in the user listing: the last item of the previous page."""
+
+    created_at: datetime
+    user_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    user: User
+    # Set when the change moved the user's token cut-off: the Unix second it begins.
+    cutoff: int | None
+
+
+class AdminService:
+    """Thin over ``IdentityService``: the same clock, revocation store and audit writer."""
+
+    def __init__(self, identity: IdentityService) -> None:
+        self.identity = identity
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def list_users(
+        self, session: AsyncSession, *, limit: int, after: UsersPosition | None
+    ) -> tuple[list[User], bool]:
+        """One page ordered by (created_at, id), and whether another page follows."""
+        query = select(User).order_by(User.created_at, User.id).limit(limit + 1)
+        if after is not None:
+            query = query.where(
+                or_(
+                    User.created_at > after.created_at,
+                    and_(User.created_at == after.created_at, User.id > after.user_id),
+                )
+            )
+        users = list(await session.scalars(query))
+        return users[:limit], len(users) > limit
+
+    async def list_audit(
+        self,
+        session: AsyncSession,
+        *,
+        type: AuditEventType | None,
+        user_id: uuid.UUID | None,
+        since: datetime | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> tuple[list[StoredAuditEvent], bool]:
+        events = await list_events(
+            session,
+            type=type,
+            user_id=str(user_id) if user_id is not None else None,
+            since=since,
+            limit=limit + 1,
+            before_seq=before_seq,
+        )
+        return events[:limit], len(events) > limit
+
+    # -- changing ------------------------------------------------------------------------
+
+    async def update_user(
+        self,
+        session: AsyncSession,
+        actor: Principal,
+        raw_user_id: str,
+        change: UserUpdate,
+        context: RequestContext,
+    ) -> UpdateResult:
+        user_id = parse_user_id(raw_user_id)
+        # Row locks in one order (admins by id, then the target), so two changes at once
+        # wait for each other instead of deadlocking.
+        admins = await self._lock_admins(session) if _may_remove_admin(change) else []
+        user = await session.scalar(
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if user is None:
+            raise UserNotFound
+        before = sorted(user.roles)
+        after = change.roles if change.roles is not None else before
+        roles_change = after != before
+        disable = change.disabled is True and not user.disabled
+        enable = change.disabled is False and user.disabled
+
+        if disable and str(user.id) == actor.user_id:
+            raise RefusedChange(
+                "You cannot disable your own account.",
+                event=AuditEventType.DISABLE,
+                reason="self_disable",
+            )
+        if ADMIN_ROLE in before and not user.disabled and (disable or ADMIN_ROLE not in after):
+            others = [
+                admin
+                for admin in admins
+                if admin.id != user.id and ADMIN_ROLE in admin.roles and not admin.disabled
+            ]
+            if not others:
+                raise RefusedChange(
+                    "This is the last enabled admin; make another admin first.",
+                    event=AuditEventType.DISABLE if disable else AuditEventType.ROLE_CHANGE,
+                    reason="last_admin",
+                )
+
+        now = self.identity.clock()
+        cutoff: int | None = None
+        if roles_change or disable:
+            # Past every token issued so far: tokens issued after an earlier change start at
+            # that change's cut-off, so the new one must lie beyond it.
+            cutoff = max(int(now.timestamp()), user.tokens_revoked_before or 0) + 1
+            user.tokens_revoked_before = cutoff
+            user.token_version += 1
+        if roles_change:
+            user.roles = list(after)
+        if disable or enable:
+            user.disabled = bool(disable)
+        if roles_change or disable or enable:
+            user.updated_at = now
+        await session.flush()
+
+        if disable:
+            live = await session.scalars(
+                select(LoginSession).where(
+                    LoginSession.user_id == user.id, LoginSession.revoked_at.is_(None)
+                )
+            )
+            await self.identity._revoke_sessions(session, list(live), reason="disabled")
+        if cutoff is not None:
+            # After the flush, like session revocations: if the commit then fails, tokens are
+            # refused that the database would still allow, the safe direction.
+            await self.identity.revocations.revoke_user_tokens_before(
+                str(user.id), cutoff, ttl_seconds=self.identity._access_token_ttl()
+            )
+
+        subject = str(user.id)
+        if roles_change:
+            await self.identity._audit(
+                session, context, AuditEventType.ROLE_CHANGE, Outcome.SUCCESS,
+                actor=actor.user_id, subject=subject,
+                before=roles_text(before), after=roles_text(after),
+            )
+        if disable or enable:
+            await self.identity._audit(
+                session, context, AuditEventType.DISABLE, Outcome.SUCCESS,
+                actor=actor.user_id, subject=subject, disabled=bool(disable),
+            )
+        return UpdateResult(user=user, cutoff=cutoff)
+
+    async def _lock_admins(self, session: AsyncSession) -> list[User]:
+        """Every admin's row, locked in id order, to count the admins that would remain.
+
+        On PostgreSQL two admins demoting each other at once are serialised this way, and
+        the second sees the first's change (on SQLite every write transaction is serialised
+        already). The text match only narrows the rows to lock; the caller decides
+        membership from the roles themselves.
+        """
+        return list(
+            await session.scalars(
+                select(User)
+                .where(cast(User.roles, String).like(f'%"{ADMIN_ROLE}"%'))
+                .order_by(User.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        )
+
+    async def record_refusal(
+        self,
+        session: AsyncSession,
+        actor: Principal,
+        raw_user_id: str,
+        refused: RefusedChange,
+        context: RequestContext,
+    ) -> None:
+        await self.identity._audit(
+            session, context, refused.event, Outcome.DENIED,
+            actor=actor.user_id, subject=str(parse_user_id(raw_user_id)),
+            reason=refused.reason,
+        )
+
+    async def unlock(
+        self,
+        session: AsyncSession,
+        actor: Principal,
+        raw_user_id: str,
+        context: RequestContext,
+    ) -> None:
+        user_id = parse_user_id(raw_user_id)
+        now = self.identity.clock()
+        user = await session.scalar(select(User).where(User.id == user_id).with_for_update())
+        if user is None:
+            raise UserNotFound
+        was_locked = user.locked_until is not None and user.locked_until > now
+        await session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(locked_until=None, failed_logins=0, lockouts=0, updated_at=now)
+        )
+        await self.identity._audit(
+            session, context, AuditEventType.UNLOCK, Outcome.SUCCESS,
+            actor=actor.user_id, subject=str(user_id), was_locked=was_locked,
+        )
+
+
+async def create_admin(
+    session: AsyncSession,
+    *,
+    username: str,
+    email: str,
+    age: int,
+    password_hash: str,
+    now: datetime,
+) -> User:
+    """The ``bastion create-admin`` account: roles admin and user, audited with no actor.
+
+    ``username`` and ``email`` must be normalised already (as ``RegisterRequest`` does) and
+    the password checked against the policy and hashed by the caller, outside any
+    transaction. Raises ``AccountExists`` when either is taken.
+    """
+    user = User(
+        id=uuid.uuid4(),
+        username=username,
+        email=email,
+        age=age,
+        password_hash=password_hash,
+        roles=list(CREATED_ADMIN_ROLES),
+        disabled=False,
+        token_version=0,
+        failed_logins=0,
+        lockouts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(user)
+    except IntegrityError:
+        raise AccountExists from None
+    subject = str(user.id)
+    for event, details in (
+        (AuditEventType.REGISTRATION, {"source": "cli"}),
+        (
+            AuditEventType.ROLE_CHANGE,
+            {"source": "cli", "before": "", "after": roles_text(user.roles)},
+        ),
+    ):
+        await record_event(
+            session,
+            AuditRecord(
+                occurred_at=now,
+                type=event,
+                outcome=Outcome.SUCCESS,
+                subject_id=subject,
+                details=dict(details),
+            ),
+        )
+    return user
+
