@@ -76,7 +76,7 @@ class BearerToken(OAuth2):
         principal = await self._principal(request)
         missing = set(security_scopes.scopes) - principal.scopes
         if missing:
-            await _audit_denial(request, principal, sorted(missing))
+            await audit_denial(request, principal, sorted(missing))
             raise InsufficientScope(sorted(security_scopes.scopes))
         return principal
 
@@ -99,7 +99,7 @@ class BearerToken(OAuth2):
 bearer_token = BearerToken()
 
 
-async def _audit_denial(request: Request, principal: Principal, missing: list[str]) -> None:
+async def audit_denial(request: Request, principal: Principal, missing: list[str]) -> None:
     """Every 403 is an audit event, committed on its own: the request fails right after."""
     database: Database = request.app.state.database
     route = request.scope.get("route")

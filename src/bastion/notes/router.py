@@ -1,7 +1,109 @@
-"""/notes: the protected resource."""
+"""/notes: the protected resource. Thin routes over ``bastion.notes.service``.
+
+Every route declares its permission through the principal it takes (``NotesReader``,
+``NotesWriter``); object-level rules live in ``VisibleNote`` and ``OwnedNote``, which
+answer 404 before the route runs.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from bastion.dependencies import DbSession, require
+from bastion.notes import service
+from bastion.notes.dependencies import (
+    AllNotes,
+    Cursors,
+    NotesReader,
+    NotesWriter,
+    OwnedNote,
+    VisibleNote,
+)
+from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate, SearchText, ShareCreate
+from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 
 router = APIRouter(tags=["notes"])
+
+Responses = dict[int | str, dict[str, Any]]
+_NOT_FOUND: Responses = {404: {"description": "No such note, or not one the caller may see."}}
+_DENIED: Responses = {401: {}, 403: {}}
+
+
+@router.post("/notes", status_code=201, responses={**_DENIED, 422: {}})
+async def create_note(
+    body: NoteCreate, principal: NotesWriter, session: DbSession, response: Response
+) -> NotePublic:
+    """Create a note. The body is sanitized HTML (no script, event handlers or
+    ``javascript:`` URLs) before it is stored."""
+    note = await service.create_note(session, owner=service.Viewer.of(principal), data=body)
+    response.headers["Location"] = f"/notes/{note.id}"
+    return note
+
+
+@router.get("/notes", responses={**_DENIED, 400: {}, 422: {}})
+async def list_notes(
+    principal: NotesReader,
+    all_notes: AllNotes,
+    session: DbSession,
+    cursors: Cursors,
+    q: Annotated[
+        SearchText | None,
+        Query(
+            description="Text to find in the title or the body; A-Z match a-z, every "
+            "other character matches only itself."
+        ),
+    ] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[NotePublic]:
+    """The caller's notes and those shared with them, newest first; every user's notes
+    with ``all=true`` (needs notes:read_all)."""
+    viewer = service.Viewer.of(principal)
+    purpose = service.listing_purpose(viewer=viewer, all_notes=all_notes, q=q)
+    after = service.decode_position(cursors, purpose, cursor) if cursor else None
+    items, last = await service.list_notes(
+        session, viewer=viewer, all_notes=all_notes, q=q, limit=limit, after=after
+    )
+    next_cursor = service.encode_position(cursors, purpose, last) if last else None
+    return Page[NotePublic](items=items, next_cursor=next_cursor)
+
+
+@router.get("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND})
+async def read_note(note: VisibleNote, principal: NotesReader, session: DbSession) -> NotePublic:
+    """A note the caller owns or that is shared with them (any note with notes:read_all)."""
+    return await service.note_view(session, note=note, viewer=service.Viewer.of(principal))
+
+
+@router.patch("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND, 422: {}})
+async def update_note(
+    note: OwnedNote, body: NoteUpdate, principal: NotesWriter, session: DbSession
+) -> NotePublic:
+    """Change the title and/or the body of a note the caller owns."""
+    return await service.update_note(
+        session, note=note, changes=body, viewer=service.Viewer.of(principal)
+    )
+
+
+@router.delete(
+    "/notes/{note_id}",
+    status_code=204,
+    response_class=Response,
+    responses={**_DENIED, **_NOT_FOUND},
+    dependencies=[require("notes:write")],  # what OwnedNote asks for: verified once
+)
+async def delete_note(note: OwnedNote, session: DbSession) -> None:
+    """Delete a note the caller owns, and every share of it."""
+    await service.delete_note(session, note=note)
+
+
+@router.post("/notes/{note_id}/shares", responses={**_DENIED, **_NOT_FOUND, 422: {}})
+async def share_note(
+    note: OwnedNote, body: ShareCreate, principal: NotesWriter, session: DbSession
+) -> NotePublic:
+    """Give another user read access to a note the caller owns. Idempotent: sharing again
+    answers the same. An unknown username, or the owner's own, is a 422."""
+    return await service.share_note(
+        session, note=note, username=body.username, viewer=service.Viewer.of(principal)
+    )

@@ -54,9 +54,14 @@ def sanitize_html(html: str) -> str:
     return _CLEANER.clean(html)
 
 
+# Joiners shape emoji sequences and Indic and Persian scripts; every other format
+# character (bidi overrides, zero-width space) only serves to disguise text.
+_ALLOWED_FORMAT = frozenset({"\t", "\u200c", "\u200d"})
+
+
 def _plain_text(value: str) -> str:
     for character in value:
-        if unicodedata.category(character) in {"Cc", "Cf"} and character not in "\t":
+        if unicodedata.category(character) in {"Cc", "Cf"} and character not in _ALLOWED_FORMAT:
             raise ValueError("Text must not contain control or formatting characters.")
     return value
 

@@ -1,0 +1,94 @@
+"""Request and response bodies of /notes, one class per direction (no mass assignment).
+
+Request models forbid unknown fields, so ``owner_id``, ``id``, ``shared_with`` or
+timestamps in a body are a 422, never a silent overwrite. Nothing is trimmed or rewritten
+silently: a title is stored exactly as sent or refused; only the body is changed, by the
+HTML sanitizer, which is the point of ``SafeHTML``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, field_validator
+
+from bastion.identity.schemas import Username
+from bastion.security.sanitize import PlainText, SafeHTML
+
+MAX_TITLE_CHARACTERS = 200  # the width of notes.title
+
+
+def _text_not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("Must contain something other than whitespace.")
+    return value
+
+
+def _no_surrogates(value: str) -> str:
+    # A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text: no
+    # database driver can encode it, and it must not reach one.
+    if any("\ud800" <= character <= "\udfff" for character in value):
+        raise ValueError("Must be valid Unicode text.")
+    return value
+
+
+# The length is checked first (cheap, and a 1 MiB title is never scanned), then
+# PlainText's own validators, then ours.
+Title = Annotated[
+    Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARACTERS)],
+    *PlainText.__metadata__,
+    AfterValidator(_no_surrogates),
+    AfterValidator(_text_not_blank),
+]
+# SafeHTML checks the length before nh3 cleans it; nh3 refuses lone surrogates (422).
+Body = SafeHTML
+
+
+MAX_SEARCH_CHARACTERS = 200
+# What ``q`` may be: plain text (no control characters, which also keeps NUL away from
+# PostgreSQL), short enough that the LIKE pattern built from it stays small.
+SearchText = Annotated[
+    Annotated[str, StringConstraints(max_length=MAX_SEARCH_CHARACTERS)],
+    *PlainText.__metadata__,
+    AfterValidator(_no_surrogates),
+]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class NoteCreate(StrictModel):
+    title: Title
+    body: Body
+
+
+class NoteUpdate(StrictModel):
+    """Only the fields sent change; a field may be left out but not set to null."""
+
+    title: Title | None = None
+    body: Body | None = None
+
+    @field_validator("title", "body", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for values actually sent (defaults are not validated).
+        if value is None:
+            raise ValueError("May be left out, but not null.")
+        return value
+
+
+class ShareCreate(StrictModel):
+    username: Username
+
+
+class NotePublic(BaseModel):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    title: str
+    body: str
+    shared_with: list[str]
+    created_at: datetime
+    updated_at: datetime

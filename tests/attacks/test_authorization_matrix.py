@@ -1,0 +1,158 @@
+"""Every route, for every kind of caller, against the status the contract says it must get.
+
+A route the matrix does not list fails ``test_the_matrix_covers_every_route``, so a new
+route cannot ship without someone deciding who may call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import update
+
+from bastion.dependencies import route_policies
+from bastion.storage.tables import User
+from tests.identity.helpers import NEW_PASSWORD, PASSWORD, bearer, login, register
+
+CALLERS = ("anonymous", "owner", "other", "auditor", "admin")
+
+# (method, path) -> status for each caller, in CALLERS order. "owner" owns the note the
+# path names; "other" is another plain user; object routes answer 404 to whoever may not
+# see the object (same body as a missing one).
+MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
+    ("Route", "/openapi.json"): (200, 200, 200, 200, 200),
+    ("Mount", "/docs/static"): (200, 200, 200, 200, 200),
+    ("GET", "/docs"): (200, 200, 200, 200, 200),
+    ("GET", "/docs/swagger-init.js"): (200, 200, 200, 200, 200),
+    ("GET", "/health/live"): (200, 200, 200, 200, 200),
+    ("HEAD", "/health/live"): (200, 200, 200, 200, 200),
+    ("GET", "/health/ready"): (200, 200, 200, 200, 200),
+    ("HEAD", "/health/ready"): (200, 200, 200, 200, 200),
+    ("GET", "/.well-known/jwks.json"): (200, 200, 200, 200, 200),
+    ("POST", "/auth/register"): (201, 201, 201, 201, 201),
+    ("POST", "/auth/token"): (400, 400, 400, 400, 400),
+    ("POST", "/auth/revoke"): (200, 200, 200, 200, 200),
+    ("POST", "/auth/logout"): (401, 204, 204, 204, 204),
+    ("GET", "/auth/me"): (401, 200, 200, 200, 200),
+    ("POST", "/auth/password"): (401, 204, 204, 204, 204),
+    ("POST", "/notes"): (401, 201, 201, 403, 201),
+    ("GET", "/notes"): (401, 200, 200, 403, 200),
+    ("GET", "/notes?all=true"): (401, 403, 403, 403, 200),
+    ("GET", "/notes/{note_id}"): (401, 200, 404, 403, 200),
+    ("PATCH", "/notes/{note_id}"): (401, 200, 404, 403, 404),
+    ("DELETE", "/notes/{note_id}"): (401, 204, 404, 403, 404),
+    ("POST", "/notes/{note_id}/shares"): (401, 200, 404, 403, 404),
+    ("GET", "/admin/users"): (401, 403, 403, 403, 200),
+    ("PATCH", "/admin/users/{user_id}"): (401, 403, 403, 403, 200),
+    ("POST", "/admin/users/{user_id}/unlock"): (401, 403, 403, 403, 204),
+    ("GET", "/admin/audit"): (401, 403, 403, 200, 200),
+}
+# Cells beyond the route table: the same route with a query that changes who may call it.
+EXTRA_CELLS = {("GET", "/notes?all=true")}
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    note_id: str
+    user_id: str  # the "other" user, target of the admin routes
+    headers: dict[str, dict[str, str]]
+
+
+async def _set_roles(app: FastAPI, username: str, roles: list[str]) -> None:
+    async with app.state.database.transaction() as session:
+        await session.execute(update(User).where(User.username == username).values(roles=roles))
+
+
+async def _world(app: FastAPI, client: httpx.AsyncClient) -> World:
+    await register(client, "owner")
+    other = await register(client, "other")
+    await register(client, "auditor")
+    await register(client, "root")
+    await _set_roles(app, "auditor", ["auditor"])
+    await _set_roles(app, "root", ["admin", "user"])
+    owner_token = (await login(client, "owner"))["access_token"]
+    created = await client.post(
+        "/notes", json={"title": "owned", "body": "<p>mine</p>"}, headers=bearer(owner_token)
+    )
+    assert created.status_code == 201, created.text
+    headers: dict[str, dict[str, str]] = {"anonymous": {}}
+    for caller, username in (("owner", "owner"), ("other", "other"), ("auditor", "auditor"),
+                             ("admin", "root")):
+        headers[caller] = bearer((await login(client, username))["access_token"])
+    return World(client, created.json()["id"], other["id"], headers)
+
+
+Request = Callable[[World, str], Awaitable[httpx.Response]]
+
+
+def _request(method: str, path: str) -> Request:
+    async def send(world: World, caller: str) -> httpx.Response:
+        url = path.replace("{note_id}", world.note_id).replace("{user_id}", world.user_id)
+        if url == "/docs/static":
+            url = "/docs/static/swagger-ui.css"
+        kwargs: dict[str, Any] = {"headers": world.headers[caller]}
+        if (method, path) == ("POST", "/auth/register"):
+            kwargs["json"] = {
+                "username": f"new-{caller}",
+                "email": f"new-{caller}@example.com",
+                "password": PASSWORD,
+                "age": 30,
+            }
+        elif (method, path) == ("POST", "/auth/token"):
+            kwargs["data"] = {"grant_type": "password", "username": "nobody", "password": "x"}
+        elif (method, path) == ("POST", "/auth/revoke"):
+            kwargs["data"] = {"token": "not-a-token"}
+        elif (method, path) == ("POST", "/auth/password"):
+            kwargs["json"] = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+        elif (method, path) == ("POST", "/notes"):
+            kwargs["json"] = {"title": "new", "body": "<p>x</p>"}
+        elif (method, path) == ("PATCH", "/notes/{note_id}"):
+            kwargs["json"] = {"title": "changed"}
+        elif (method, path) == ("POST", "/notes/{note_id}/shares"):
+            kwargs["json"] = {"username": "auditor"}
+        elif (method, path) == ("PATCH", "/admin/users/{user_id}"):
+            kwargs["json"] = {"roles": ["user"]}
+        http_method = "GET" if method in {"Route", "Mount"} else method
+        return await world.client.request(http_method, url, **kwargs)
+
+    return send
+
+
+def test_the_matrix_covers_every_route(app: FastAPI) -> None:
+    routes = {(methods, path) for methods, path, _ in route_policies(app)}
+    listed = set(MATRIX) - EXTRA_CELLS
+    assert routes - listed == set(), "routes without a matrix entry: decide who may call them"
+    assert listed - routes == set(), "matrix entries for routes that no longer exist"
+
+
+@pytest.mark.parametrize("cell", sorted(MATRIX), ids=lambda cell: f"{cell[0]} {cell[1]}")
+async def test_each_caller_gets_the_status_the_contract_gives(
+    app: FastAPI, client: httpx.AsyncClient, cell: tuple[str, str]
+) -> None:
+    world = await _world(app, client)
+    send = _request(*cell)
+    got: dict[str, int] = {}
+    for caller in CALLERS:
+        response = await send(world, caller)
+        got[caller] = response.status_code
+        if response.status_code in {401, 403, 404}:
+            assert response.headers["content-type"] == "application/problem+json"
+        if response.status_code == 204 and cell == ("DELETE", "/notes/{note_id}"):
+            world = await _world_after_delete(world)
+    assert got == dict(zip(CALLERS, MATRIX[cell], strict=True))
+
+
+async def _world_after_delete(world: World) -> World:
+    """The owner deleted the note: later callers probe a fresh note of the owner's."""
+    owner_token = (await login(world.client, "owner"))["access_token"]
+    created = await world.client.post(
+        "/notes", json={"title": "again", "body": "<p>x</p>"}, headers=bearer(owner_token)
+    )
+    world.note_id = created.json()["id"]
+    return world
