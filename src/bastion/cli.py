@@ -6,8 +6,8 @@ import asyncio
 import json
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from pydantic import TypeAdapter, ValidationError
 
-from bastion.admin.service import AccountExists, create_admin
+from bastion.admin.service import create_admin
 from bastion.audit.service import ChainVerification, verify_chain
 from bastion.config import Finding, Settings, insecure_findings
 from bastion.identity.schemas import Email, Username
+from bastion.identity.service import AccountExists
 from bastion.logs import configure_logging
 from bastion.security.passwords import PasswordHasher, password_problems
 from bastion.server import run_server
@@ -206,16 +207,33 @@ def _valid(adapter: TypeAdapter[str], value: str, name: str) -> str:
         raise _fail(f"bastion: --{name} is not a valid {name}", code=2) from None
 
 
-async def _create_admin(
-    settings: Settings, *, username: str, email: str, age: int, password: str
-) -> str | None:
-    """The new admin's id; None when the schema is not migrated to this version."""
+class SchemaBehind(Exception):
+    """The database is not migrated to this version of bastion."""
+
+
+@asynccontextmanager
+async def _current_database(settings: Settings) -> AsyncIterator[Database]:
+    """The configured database, answering and migrated to this version; else raises
+    ``StorageUnavailable`` or ``SchemaBehind``, which the commands turn into messages."""
     database = Database.from_settings(settings)
     try:
         if not await database.ping():
             raise StorageUnavailable
         if await current_revision(database.engine) != head_revision():
-            return None
+            raise SchemaBehind
+        yield database
+    finally:
+        await database.dispose()
+
+
+SCHEMA_BEHIND = "bastion: the database schema is not current; run `bastion migrate` first"
+
+
+async def _create_admin(
+    settings: Settings, *, username: str, email: str, age: int, password: str
+) -> str:
+    """The new admin's id."""
+    async with _current_database(settings) as database:
         hasher = PasswordHasher(
             memory_kib=settings.password_hash_memory_kib,
             time_cost=settings.password_hash_time_cost,
@@ -232,8 +250,6 @@ async def _create_admin(
                 now=datetime.now(UTC),
             )
         return str(user.id)
-    finally:
-        await database.dispose()
 
 
 @cli.command("create-admin")
@@ -262,12 +278,12 @@ def create_admin_command(
         )
     except StorageUnavailable:
         raise _fail("bastion: the database does not answer; no account was created") from None
+    except SchemaBehind:
+        raise _fail(SCHEMA_BEHIND) from None
     except AccountExists:
         raise _fail(
             "bastion: that username or email address exists already; no account was created"
         ) from None
-    if user_id is None:
-        raise _fail("bastion: the database schema is not current; run `bastion migrate` first")
     typer.echo(f"admin {username} created (id {user_id})")
 
 
@@ -275,18 +291,9 @@ audit_cli = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=Tr
 cli.add_typer(audit_cli, name="audit")
 
 
-async def _verify_audit(settings: Settings) -> ChainVerification | None:
-    """The chain's verdict; None when the schema is not migrated to this version."""
-    database = Database.from_settings(settings)
-    try:
-        if not await database.ping():
-            raise StorageUnavailable
-        if await current_revision(database.engine) != head_revision():
-            return None
-        async with database.transaction() as session:
-            return await verify_chain(session)
-    finally:
-        await database.dispose()
+async def _verify_audit(settings: Settings) -> ChainVerification:
+    async with _current_database(settings) as database, database.transaction() as session:
+        return await verify_chain(session)
 
 
 @audit_cli.command("verify")
@@ -297,8 +304,8 @@ def audit_verify() -> None:
         verdict = asyncio.run(_verify_audit(settings))
     except StorageUnavailable:
         raise _fail("bastion: the database does not answer; nothing was verified") from None
-    if verdict is None:
-        raise _fail("bastion: the database schema is not current; run `bastion migrate` first")
+    except SchemaBehind:
+        raise _fail(SCHEMA_BEHIND) from None
     if not verdict.ok:
         raise _fail(f"audit chain broken at event {verdict.broken_seq}: {verdict.reason}")
     typer.echo(f"audit chain intact: {verdict.checked} events")
@@ -309,14 +316,8 @@ cli.add_typer(keys_cli, name="keys")
 
 
 async def _rotate_keys(settings: Settings) -> str:
-    database = Database.from_settings(settings)
-    try:
-        if not await database.ping():
-            raise StorageUnavailable
-        async with database.transaction() as session:
-            return await rotate_signing_key(session, settings, now=datetime.now(UTC))
-    finally:
-        await database.dispose()
+    async with _current_database(settings) as database, database.transaction() as session:
+        return await rotate_signing_key(session, settings, now=datetime.now(UTC))
 
 
 @keys_cli.command("rotate")
@@ -330,6 +331,8 @@ def keys_rotate() -> None:
         kid = asyncio.run(_rotate_keys(settings))
     except StorageUnavailable:
         raise _fail("bastion: the database does not answer; no key was rotated") from None
+    except SchemaBehind:
+        raise _fail(SCHEMA_BEHIND) from None
     typer.echo(f"new signing key {kid} ({settings.jwt_algorithm})")
 
 

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import String, and_, cast, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.admin.schemas import UserUpdate
 from bastion.audit.events import AuditEventType, AuditRecord, Outcome
 from bastion.audit.service import StoredAuditEvent, list_events, record_event
 from bastion.errors import Conflict, NotFound
-from bastion.identity.service import IdentityService, RequestContext
+from bastion.identity.service import IdentityService, RequestContext, insert_user
 from bastion.security.principal import Principal
 from bastion.storage.tables import LoginSession, User
 
@@ -48,10 +47,6 @@ class RefusedChange(Conflict):
         super().__init__(detail)
         self.event = event
         self.reason = reason
-
-
-class AccountExists(Exception):
-    """``create_admin``: the username or email address is already registered."""
 
 
 def _may_remove_admin(change: UserUpdate) -> bool:
@@ -294,25 +289,15 @@ async def create_admin(
     the password checked against the policy and hashed by the caller, outside any
     transaction. Raises ``AccountExists`` when either is taken.
     """
-    user = User(
-        id=uuid.uuid4(),
+    user = await insert_user(
+        session,
         username=username,
         email=email,
         age=age,
         password_hash=password_hash,
-        roles=list(CREATED_ADMIN_ROLES),
-        disabled=False,
-        token_version=0,
-        failed_logins=0,
-        lockouts=0,
-        created_at=now,
-        updated_at=now,
+        roles=CREATED_ADMIN_ROLES,
+        now=now,
     )
-    try:
-        async with session.begin_nested():
-            session.add(user)
-    except IntegrityError:
-        raise AccountExists from None
     subject = str(user.id)
     for event, details in (
         (AuditEventType.REGISTRATION, {"source": "cli"}),

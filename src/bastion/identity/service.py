@@ -10,7 +10,7 @@ Argon2id verification, one audit insert.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -74,6 +74,45 @@ class InvalidScope(GrantError):
     description = "The requested scope is not valid."
 
 
+class AccountExists(Conflict):
+    detail = "That username or email address is already registered."
+
+
+async def insert_user(
+    session: AsyncSession,
+    *,
+    username: str,
+    email: str,
+    age: int,
+    password_hash: str,
+    roles: Iterable[str],
+    now: datetime,
+) -> User:
+    """Adds an account; the unique constraints decide a race, so of two concurrent
+    registrations of one name exactly one succeeds and the other raises ``AccountExists``
+    (a savepoint keeps the caller's transaction usable)."""
+    user = User(
+        id=uuid.uuid4(),
+        username=username,
+        email=email,
+        age=age,
+        password_hash=password_hash,
+        roles=list(roles),
+        disabled=False,
+        token_version=0,
+        failed_logins=0,
+        lockouts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(user)
+    except IntegrityError:
+        raise AccountExists from None
+    return user
+
+
 class IdentityService:
     def __init__(
         self,
@@ -131,26 +170,15 @@ class IdentityService:
         )
         if problems:
             raise InvalidFields([{"loc": ["body", "password"], "msg": msg} for msg in problems])
-        now = self.clock()
-        user = User(
-            id=uuid.uuid4(),
+        user = await insert_user(
+            session,
             username=request.username,
             email=request.email,
             age=request.age,
             password_hash=await self.hasher.hash(request.password),
-            roles=list(DEFAULT_ROLES),
-            disabled=False,
-            token_version=0,
-            failed_logins=0,
-            lockouts=0,
-            created_at=now,
-            updated_at=now,
+            roles=DEFAULT_ROLES,
+            now=self.clock(),
         )
-        try:
-            async with session.begin_nested():
-                session.add(user)
-        except IntegrityError:
-            raise Conflict("That username or email address is already registered.") from None
         await self._audit(
             session, context, AuditEventType.REGISTRATION, Outcome.SUCCESS,
             actor=str(user.id), subject=str(user.id),
