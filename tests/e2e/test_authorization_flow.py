@@ -1,0 +1,647 @@
+"""The authorization issue's "Done means", walked over HTTP against ``bastion serve``.
+
+On SQLite and on PostgreSQL, through a real socket, with the operator's commands run as
+separate processes against the server's own database while it serves:
+
+- ``bastion create-admin`` (password piped) makes ``root``, who logs in, lists every user
+  (the cursor walk meets each account once) and reads the audit log;
+- a user can never read, change, delete or share another user's note: 404, the same body as
+  for a note that does not exist or an id that is not one, and the note is left as it was;
+- a user is refused the admin routes (403 problem details), and every refusal is an
+  ``access_denied`` audit event naming them as actor;
+- disabling an account ends its tokens at once (access 401, refresh ``invalid_grant``) and
+  refuses its logins until it is re-enabled; granting a role ends the old access token and
+  the next login carries the new permission;
+- stored notes never keep script, event handlers or ``javascript:`` URLs;
+- injection-shaped search strings match only themselves, and only the caller's notes.
+
+Without a database: an app with a route that declares no policy refuses to start (non-zero
+exit, never listening, the route named in its log), and ``bastion check --deploy`` fails on
+the development defaults and passes on a correct production environment.
+
+The servers are this module's own (the shared ``live_server`` is for read-only checks):
+these tests create accounts and change roles. Each test makes its own users, so the tests
+share a server without depending on each other's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.e2e.conftest import (
+    BASTION,
+    REPO_ROOT,
+    LiveServer,
+    assert_problem,
+    migrate,
+    running,
+    serve_command,
+    service_env,
+)
+from tests.identity.helpers import PASSWORD
+from tests.servers.postgres import PostgresServer, free_port
+
+# Generous, so the flow measures authorization and not the login limiter (tested elsewhere).
+LOGIN_LIMIT = "1000/minute"
+# Argon2id at its cheapest: these tests log in often and do not measure hashing (the
+# production check refuses these values; development mode allows them).
+FAST_HASHING = {"password_hash_memory_kib": "1024", "password_hash_time_cost": "1"}
+ROOT = "root"
+ROOT_EMAIL = "root@example.com"
+ROOT_PASSWORD = "an operator's long passphrase 2026"
+CLI_TIMEOUT = 60
+INVALID_GRANT = {
+    "error": "invalid_grant",
+    "error_description": "The credentials or the grant are not valid.",
+}
+USER_PERMISSIONS = {"notes:read", "notes:write"}
+ADMIN_PERMISSIONS = {"users:read", "users:write", "notes:read_all", "audit:read"}
+
+XSS_BODY = (
+    "<script>alert(1)</script><img src=x onerror=alert(1)>"
+    '<a href="javascript:alert(1)">x</a><p onclick="x">ok</p>'
+)
+XSS_NEEDLES = ("<script", "onerror", "onclick", "javascript:")
+ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
+
+# Search strings shaped like SQL injection or LIKE wildcards; each must match only itself.
+INJECTIONS = ("' OR '1'='1", "%", "_", "%' OR 1=1 --", "\\", "\\%", "%%", "' OR 1=1; --")
+# Title suffixes of each user's notes: some hold the strings above literally, some do not.
+SEARCH_TITLES = (
+    "plain words only",
+    "one hundred 100% sure",
+    "snake_case name",
+    "quoted ' OR '1'='1 inside",
+    "a back\\slash here",
+    "commented %' OR 1=1 -- out",
+)
+SEARCH_BODY = "<p>nothing special</p>"
+
+UNGUARDED_APP = "tests.e2e.test_authorization_flow:create_app_with_unguarded_route"
+UNGUARDED_RUNNER = (
+    "from bastion.server import run_server; from bastion.config import Settings; "
+    "run_server(Settings(), app_factory={app!r}, port={port})"
+)
+UNGUARDED_DEADLINE = 20.0
+
+PRODUCTION_ENV = {
+    "env": "production",
+    "issuer": "https://id.example.com",
+    "allowed_hosts": "id.example.com",
+}
+
+_names = itertools.count(1)
+
+
+def create_app_with_unguarded_route() -> FastAPI:
+    """The service plus ``GET /unguarded``, which declares no policy: must never serve."""
+    from bastion.app import app_from_environment
+
+    app = app_from_environment()
+
+    @app.get("/unguarded")
+    async def unguarded() -> dict[str, str]:
+        return {"secret": "anyone may read this"}
+
+    return app
+
+
+# -- the deployment: a server and the environment its operator's commands run with ----------
+
+
+@dataclass
+class Deployment:
+    server: LiveServer
+    env: dict[str, str]
+
+    def bastion(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BASTION), *args],
+            env=self.env,
+            cwd=self.server.root,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """``bastion serve`` on each backend, with the env ``bastion`` commands need to reach the
+    same database (SQLite: the same data dir; PostgreSQL: the same URL)."""
+    backend: str = request.param
+    root = tmp_path_factory.mktemp(f"authz-{backend}")
+    env = service_env(root / "data", rate_limit_login=LOGIN_LIMIT, **FAST_HASHING)
+    if backend == "sqlite":
+        with running(serve_command, root=root, env=env, backend=backend) as server:
+            yield Deployment(server, env)
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    name = asyncio.run(postgres.create_database())
+    try:
+        env["BASTION_DATABASE_URL"] = postgres.url(name)
+        migrate(env, root)
+        with running(serve_command, root=root, env=env, backend=backend) as server:
+            yield Deployment(server, env)
+    finally:
+        asyncio.run(postgres.drop_database(name))
+
+
+# -- a client that knows who it is ---------------------------------------------------------
+
+
+@dataclass
+class Account:
+    id: str
+    username: str
+    password: str
+    access_token: str = ""
+    refresh_token: str = ""
+    scope: set[str] = field(default_factory=set)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+class Api:
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def call(
+        self, method: str, path: str, who: Account | None = None, **options: Any
+    ) -> httpx.Response:
+        headers = dict(options.pop("headers", {}))
+        if who is not None:
+            headers.update(who.auth)
+        return self.client.request(method, path, headers=headers, **options)
+
+    def ok(self, method: str, path: str, who: Account, status: int = 200, **options: Any) -> Any:
+        response = self.call(method, path, who, **options)
+        assert response.status_code == status, (method, path, response.status_code, response.text)
+        return response.json() if response.content else None
+
+    def password_grant(self, username: str, password: str) -> httpx.Response:
+        return self.client.post(
+            "/auth/token",
+            data={"grant_type": "password", "username": username, "password": password},
+        )
+
+    def refresh(self, refresh_token: str) -> httpx.Response:
+        return self.client.post(
+            "/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token}
+        )
+
+    def login(self, account: Account) -> Account:
+        response = self.password_grant(account.username, account.password)
+        assert response.status_code == 200, response.text
+        tokens = response.json()
+        account.access_token = tokens["access_token"]
+        account.refresh_token = tokens["refresh_token"]
+        account.scope = set(tokens["scope"].split())
+        return account
+
+    def register(self, prefix: str) -> Account:
+        """A new account with a name no other test uses, logged in."""
+        username = f"{prefix}{next(_names)}-{uuid.uuid4().hex[:6]}"
+        response = self.client.post(
+            "/auth/register",
+            json={
+                "username": username,
+                "email": f"{username}@example.com",
+                "password": PASSWORD,
+                "age": 30,
+            },
+        )
+        assert response.status_code == 201, response.text
+        account = self.login(Account(response.json()["id"], username, PASSWORD))
+        assert account.scope == USER_PERMISSIONS, account.scope
+        return account
+
+    def audit(self, who: Account, **params: str) -> list[dict[str, Any]]:
+        page = self.ok("GET", "/admin/audit", who, params={"limit": "100", **params})
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+
+@dataclass
+class Operated:
+    deployment: Deployment
+    api: Api
+    root: Account
+
+    @property
+    def server(self) -> LiveServer:
+        return self.deployment.server
+
+
+@pytest.fixture(scope="module")
+def root_admin(deployment: Deployment) -> Account:
+    """``bastion create-admin`` run against the live server's database while it serves."""
+    result = deployment.bastion(
+        "create-admin", "--username", ROOT, "--email", ROOT_EMAIL, stdin=ROOT_PASSWORD + "\n"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"admin {ROOT} created" in result.stdout, output
+    assert ROOT_PASSWORD not in output
+    with deployment.server.client() as client:
+        root = Api(client).login(Account("", ROOT, ROOT_PASSWORD))
+        me = client.get("/auth/me", headers=root.auth)
+    assert me.status_code == 200, me.text
+    root.id = me.json()["id"]
+    assert me.json()["roles"] == ["admin", "user"], me.json()
+    return root
+
+
+@pytest.fixture
+def operated(deployment: Deployment, root_admin: Account) -> Iterator[Operated]:
+    with deployment.server.client() as client:
+        api = Api(client)
+        # A fresh login per test, so no test depends on what another did to root's sessions.
+        root = api.login(Account(root_admin.id, ROOT, ROOT_PASSWORD))
+        yield Operated(deployment, api, root)
+
+
+# -- verdicts -------------------------------------------------------------------------------
+
+
+def without_request_id(response: httpx.Response, status: int) -> dict[str, Any]:
+    body = dict(assert_problem(response, status))
+    body.pop("request_id")
+    return body
+
+
+def assert_unauthorized(response: httpx.Response) -> None:
+    assert_problem(response, 401)
+    challenge = response.headers.get("www-authenticate", "")
+    assert challenge.split(" ", 1)[0] == "Bearer", challenge
+
+
+def assert_invalid_grant(response: httpx.Response) -> None:
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].split(";")[0] == "application/json"
+    assert response.json() == INVALID_GRANT
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+
+def test_created_admin_lists_every_user_once_and_reads_the_audit_log(
+    operated: Operated,
+) -> None:
+    api, root = operated.api, operated.root
+    assert ADMIN_PERMISSIONS | USER_PERMISSIONS <= root.scope, root.scope
+    created = {api.register("walk").id for _ in range(5)}
+
+    # The cursor walk, two at a time: every account once, none skipped, oldest first.
+    walked: list[dict[str, Any]] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
+        page = api.ok("GET", "/admin/users", root, params=params)
+        assert len(page["items"]) <= 2
+        walked.extend(page["items"])
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert pages < 100, "the cursor walk does not end"
+    ids = [user["id"] for user in walked]
+    assert len(ids) == len(set(ids)), "an account was listed twice"
+    assert {root.id, *created} <= set(ids)
+    single = api.ok("GET", "/admin/users", root, params={"limit": "100"})
+    assert single["next_cursor"] is None
+    assert [user["id"] for user in single["items"]] == ids
+    for user in walked:
+        assert {"disabled", "locked_until", "roles", "username"} <= user.keys(), user
+        assert not {"password", "password_hash"} & user.keys(), user
+    [root_row] = [user for user in walked if user["id"] == root.id]
+    assert (root_row["username"], root_row["email"]) == (ROOT, ROOT_EMAIL)
+
+    # The audit log, newest first; the CLI's creation of root is in it, with no actor.
+    events = api.audit(root)
+    seqs = [event["seq"] for event in events]
+    assert seqs == sorted(seqs, reverse=True), seqs
+    mine = api.audit(root, user_id=root.id, type="registration")
+    assert [(e["actor_id"], e["subject_id"], e["details"].get("source")) for e in mine] == [
+        (None, root.id, "cli")
+    ]
+    assert api.audit(root, user_id=root.id, type="login_success"), "root's logins not audited"
+
+    # A tampered cursor is refused, not followed.
+    first = api.ok("GET", "/admin/users", root, params={"limit": "1"})
+    assert first["next_cursor"]
+    forged = first["next_cursor"][:-2] + ("AA" if first["next_cursor"][-2:] != "AA" else "BB")
+    assert_problem(api.call("GET", "/admin/users", root, params={"cursor": forged}), 400)
+
+
+def test_a_user_never_reads_changes_deletes_or_shares_another_users_note(
+    operated: Operated,
+) -> None:
+    api = operated.api
+    alice, bob, carol = api.register("alice"), api.register("bob"), api.register("carol")
+    note = api.ok(
+        "POST", "/notes", alice, 201, json={"title": "alice's secret", "body": "<p>mine</p>"}
+    )
+    path = f"/notes/{note['id']}"
+    assert api.ok("GET", path, alice) == note
+
+    def attempts(target: str) -> list[tuple[str, str, dict[str, Any]]]:
+        return [
+            ("GET", target, {}),
+            ("PATCH", target, {"json": {"title": "bob was here", "body": "<p>bob</p>"}}),
+            ("DELETE", target, {}),
+            ("POST", f"{target}/shares", {"json": {"username": bob.username}}),
+        ]
+
+    def refused(who: Account, target: str) -> list[dict[str, Any]]:
+        answers = []
+        for method, where, options in attempts(target):
+            response = api.call(method, where, who, **options)
+            answers.append(without_request_id(response, 404))
+        return answers
+
+    reference = refused(bob, f"/notes/{uuid.uuid4()}")
+    assert all(answer == reference[0] for answer in reference), reference
+    for target in (path, "/notes/not-a-uuid", "/notes/1", f"/notes/{str(uuid.uuid4()).upper()}"):
+        assert refused(bob, target) == reference, target
+    # Alice asking for a note that does not exist gets the very same answer.
+    assert refused(alice, f"/notes/{uuid.uuid4()}") == reference
+
+    # Nothing bob did reached the note, and it is not in his listing.
+    assert api.ok("GET", path, alice) == note
+    assert note["id"] not in {n["id"] for n in api.ok("GET", "/notes", bob)["items"]}
+
+    # Shared with bob: he may read it, and still not change, delete or re-share it.
+    shared = api.ok("POST", f"{path}/shares", alice, json={"username": bob.username})
+    assert shared["shared_with"] == [bob.username]
+    assert api.ok("GET", path, bob) == shared
+    for method, where, options in attempts(path)[1:]:
+        if method == "POST":
+            options = {"json": {"username": carol.username}}
+        response = api.call(method, where, bob, **options)
+        assert without_request_id(response, 404) == reference[0], (method, where)
+    # Carol, with whom nothing was shared, still gets the not-found answer.
+    assert refused(carol, path) == reference
+    assert api.ok("GET", path, alice) == shared
+
+
+def test_a_user_is_refused_admin_routes_and_each_refusal_is_audited(
+    operated: Operated,
+) -> None:
+    api, root = operated.api, operated.root
+    bob = api.register("bob")
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/admin/users", {}),
+        ("PATCH", f"/admin/users/{root.id}", {"json": {"disabled": True}}),
+        ("PATCH", f"/admin/users/{bob.id}", {"json": {"roles": ["admin", "user"]}}),
+        ("POST", f"/admin/users/{root.id}/unlock", {}),
+        ("GET", "/admin/audit", {}),
+    ]
+    request_ids: dict[str, tuple[str, str]] = {}
+    for method, path, options in attempts:
+        response = api.call(method, path, bob, **options)
+        body = assert_problem(response, 403)
+        request_ids[body["request_id"]] = (method, path)
+        # Without a token at all it is 401, not 403: authentication comes first.
+        assert_unauthorized(api.call(method, path, **options))
+
+    # Each 403 is an access_denied event, with bob as the actor.
+    denials = api.audit(root, type="access_denied", user_id=bob.id)
+    by_request = {event["request_id"]: event for event in denials}
+    assert request_ids.keys() <= by_request.keys(), (sorted(request_ids), denials)
+    for request_id, (method, _path) in request_ids.items():
+        event = by_request[request_id]
+        assert event["type"] == "access_denied"
+        assert event["actor_id"] == bob.id
+        assert event["outcome"] == "denied"
+        assert event["details"]["method"] == method
+        assert str(event["details"]["route"]).startswith("/admin/"), event
+
+    # None of it took: root is enabled and an admin, bob is a plain user.
+    users = {
+        u["id"]: u for u in api.ok("GET", "/admin/users", root, params={"limit": "100"})["items"]
+    }
+    assert users[root.id]["disabled"] is False
+    assert users[root.id]["roles"] == ["admin", "user"]
+    assert users[bob.id]["roles"] == ["user"]
+    assert api.login(bob).scope == USER_PERMISSIONS
+
+
+def test_disabling_ends_every_token_at_once_and_re_enabling_restores_login(
+    operated: Operated,
+) -> None:
+    api, root = operated.api, operated.root
+    bob = api.register("bob")
+    old_access, old_refresh = bob.access_token, bob.refresh_token
+    assert api.call("GET", "/auth/me", bob).status_code == 200
+
+    disabled = api.ok("PATCH", f"/admin/users/{bob.id}", root, json={"disabled": True})
+    assert disabled["disabled"] is True
+
+    # At once: no waiting for the access token to expire.
+    assert_unauthorized(api.call("GET", "/auth/me", bob))
+    assert_unauthorized(api.call("GET", "/notes", bob))
+    assert_invalid_grant(api.refresh(old_refresh))
+    refused_login = api.password_grant(bob.username, bob.password)
+    assert_invalid_grant(refused_login)
+    # ...and the refusal says no more than an unknown user's does.
+    assert refused_login.content == api.password_grant("nobody-at-all", PASSWORD).content
+
+    [event] = api.audit(root, type="disable", user_id=bob.id)
+    assert (event["actor_id"], event["subject_id"]) == (root.id, bob.id)
+    assert event["details"]["disabled"] is True
+
+    enabled = api.ok("PATCH", f"/admin/users/{bob.id}", root, json={"disabled": False})
+    assert enabled["disabled"] is False
+    api.login(bob)
+    assert api.call("GET", "/auth/me", bob).status_code == 200
+    # What was ended stays ended.
+    bob_before = Account(bob.id, bob.username, bob.password, old_access, old_refresh)
+    assert_unauthorized(api.call("GET", "/auth/me", bob_before))
+    assert_invalid_grant(api.refresh(old_refresh))
+
+
+def test_a_granted_role_takes_effect_at_once(operated: Operated) -> None:
+    api, root = operated.api, operated.root
+    bob = api.register("bob")
+    old = Account(bob.id, bob.username, bob.password, bob.access_token, bob.refresh_token)
+    assert_problem(api.call("GET", "/admin/audit", bob), 403)
+
+    granted = api.ok("PATCH", f"/admin/users/{bob.id}", root, json={"roles": ["user", "auditor"]})
+    assert granted["roles"] == ["auditor", "user"]
+
+    # The token issued before the change is refused; the session itself lives on.
+    assert_unauthorized(api.call("GET", "/auth/me", old))
+    refreshed = api.refresh(old.refresh_token)
+    assert refreshed.status_code == 200, refreshed.text
+    renewed = Account(bob.id, bob.username, bob.password, refreshed.json()["access_token"])
+    assert api.call("GET", "/auth/me", renewed).status_code == 200
+
+    # A new login carries audit:read and reads the audit log; still no user administration.
+    api.login(bob)
+    assert bob.scope == USER_PERMISSIONS | {"audit:read"}, bob.scope
+    events = api.audit(bob, type="role_change", user_id=bob.id)
+    [change] = [event for event in events if event["actor_id"] == root.id]
+    assert (change["details"]["before"], change["details"]["after"]) == ("user", "auditor user")
+    assert_problem(api.call("GET", "/admin/users", bob), 403)
+
+
+def test_stored_notes_never_keep_script_handlers_or_javascript_urls(
+    operated: Operated,
+) -> None:
+    api = operated.api
+    alice = api.register("alice")
+
+    def assert_clean(body: str) -> None:
+        lowered = body.lower()
+        for needle in XSS_NEEDLES:
+            assert needle not in lowered, (needle, body)
+        anchors = ANCHOR.findall(body)
+        assert anchors, body
+        for anchor in anchors:
+            assert 'rel="noopener noreferrer"' in anchor, anchor
+        assert "<p>ok</p>" in body, body
+
+    response = api.call("POST", "/notes", alice, json={"title": "xss", "body": XSS_BODY})
+    assert response.status_code == 201, response.text
+    note = response.json()
+    assert_clean(note["body"])
+    assert response.headers["location"] == f"/notes/{note['id']}"
+    fetched = api.ok("GET", f"/notes/{note['id']}", alice)
+    assert fetched["body"] == note["body"]
+    assert_clean(fetched["body"])
+    [listed] = [n for n in api.ok("GET", "/notes", alice)["items"] if n["id"] == note["id"]]
+    assert_clean(listed["body"])
+
+    # The update path sanitizes the same way.
+    clean = api.ok("POST", "/notes", alice, 201, json={"title": "later", "body": "<p>ok</p>"})
+    patched = api.ok("PATCH", f"/notes/{clean['id']}", alice, json={"body": XSS_BODY})
+    assert_clean(patched["body"])
+    assert_clean(api.ok("GET", f"/notes/{clean['id']}", alice)["body"])
+
+
+def test_injection_shaped_search_matches_only_itself_and_only_the_callers_notes(
+    operated: Operated,
+) -> None:
+    api = operated.api
+    alice, bob = api.register("alice"), api.register("bob")
+    titles: dict[str, dict[str, str]] = {alice.id: {}, bob.id: {}}
+    for owner in (alice, bob):
+        for suffix in SEARCH_TITLES:
+            title = f"{owner.username} {suffix}"
+            note = api.ok("POST", "/notes", owner, 201, json={"title": title, "body": SEARCH_BODY})
+            titles[owner.id][note["id"]] = title
+
+    for who in (alice, bob):
+        for q in (*INJECTIONS, "SNAKE", "1=1"):
+            response = api.call("GET", "/notes", who, params={"q": q, "limit": "100"})
+            assert response.status_code == 200, (q, response.status_code, response.text)
+            items = response.json()["items"]
+            assert all(item["owner_id"] == who.id for item in items), (q, items)
+            expected = {
+                note_id
+                for note_id, title in titles[who.id].items()
+                if q.lower() in title.lower() or q.lower() in SEARCH_BODY
+            }
+            assert {item["id"] for item in items} == expected, (who.username, q)
+
+    # Wildcards alone match what holds them literally, not everything.
+    percent = api.ok("GET", "/notes", alice, params={"q": "%"})["items"]
+    assert 0 < len(percent) < len(SEARCH_TITLES)
+
+
+def _port_answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
+
+
+def test_an_unguarded_route_stops_the_app_from_starting(tmp_path: Path) -> None:
+    env = service_env(tmp_path / "data")
+    env["PYTHONPATH"] = os.pathsep.join(
+        part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
+    )
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    runner = UNGUARDED_RUNNER.format(app=UNGUARDED_APP, port=port)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", runner],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    answered = False
+    deadline = time.monotonic() + UNGUARDED_DEADLINE
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            answered = answered or _port_answers(port)
+            time.sleep(0.05)
+    finally:
+        still_running = process.poll() is None
+        if still_running:
+            process.kill()
+        process.wait(timeout=10)
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    assert not still_running, f"still running after {UNGUARDED_DEADLINE} s:\n{text[-4000:]}"
+    assert process.returncode != 0, text[-4000:]
+    assert not answered, "the app accepted connections"
+    assert "GET /unguarded" in text, text[-4000:]
+    assert "declare no policy" in text, text[-4000:]
+
+
+def test_check_deploy_fails_on_development_defaults_and_passes_in_production(
+    tmp_path: Path,
+) -> None:
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BASTION), "check", "--deploy"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+
+    development = check(service_env(tmp_path / "dev-data"))
+    assert development.returncode == 1, development.stdout + development.stderr
+    named = {line.split(":", 1)[0] for line in development.stdout.splitlines()}
+    assert {"BASTION_ENV", "BASTION_ISSUER"} <= named, development.stdout
+    assert "no insecure settings found" not in development.stdout
+
+    production = check(service_env(tmp_path / "prod-data", **PRODUCTION_ENV))
+    assert production.returncode == 0, production.stdout + production.stderr
+    assert production.stdout == "no insecure settings found\n", production.stdout
+
+    # One insecure setting more, and production is refused again, naming it.
+    http_issuer = check(
+        service_env(tmp_path / "prod-data", **{**PRODUCTION_ENV, "issuer": "http://id.example.com"})
+    )
+    assert http_issuer.returncode != 0
+    assert "BASTION_ISSUER" in http_issuer.stdout + http_issuer.stderr
