@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -100,3 +101,34 @@ logging.getLogger("uvicorn.access").info("must not appear")
     assert "hunter2" not in result.stdout
     assert "must not appear" not in result.stdout
     assert all({"timestamp", "level"} <= line.keys() for line in lines)
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_database_statements_and_their_values_are_never_logged(
+    level: str, tmp_path: Path
+) -> None:
+    """SQLAlchemy logs statements with parameters at INFO, aiosqlite at DEBUG."""
+    program = """
+import asyncio, sys
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from bastion.logs import configure_logging
+configure_logging(sys.argv[1])
+async def main():
+    engine = create_async_engine("sqlite+aiosqlite:///" + sys.argv[2])
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE t (secret TEXT)"))
+        insert = text("INSERT INTO t VALUES (:value)")
+        await connection.execute(insert, {"value": "PRIVATE-KEY-X"})
+    await engine.dispose()
+asyncio.run(main())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", program, level, str(tmp_path / "db.sqlite3")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "PRIVATE-KEY-X" not in result.stdout + result.stderr
+    assert "INSERT" not in result.stdout + result.stderr

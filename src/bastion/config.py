@@ -185,14 +185,13 @@ def _mode_findings(settings: Settings) -> list[Finding]:
             )
         )
     if settings.log_level == "DEBUG":
-        # Libraries' debug records go to the log too; aiosqlite's carry every statement
-        # with its parameters, which redaction by field name cannot recognise.
+        # Libraries' debug records go to the log too (the database loggers are held back,
+        # see logs.py); their free text is beyond redaction by field name.
         found.append(
             Finding(
                 "BASTION_LOG_LEVEL",
-                "DEBUG turns on libraries' debug records, database statements with their "
-                "values among them: password hashes, refresh-token hashes and private signing "
-                "keys can reach the logs",
+                "DEBUG turns on every library's debug records, whose free text redaction by "
+                "field name cannot vet",
                 production_only=True,
             )
         )

@@ -163,10 +163,10 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
-    # Database drivers at DEBUG log every statement with its parameters: password hashes,
-    # private keys, token hashes. No log level lets them through.
+    # SQLAlchemy logs every statement with its parameters at INFO, the drivers at DEBUG:
+    # password hashes, private keys, token hashes. No log level lets them through.
     for name in ("sqlalchemy", "aiosqlite", "asyncpg"):
-        logging.getLogger(name).setLevel(max(numeric_level, logging.INFO))
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
     # Our access middleware logs each request with its id and route; uvicorn's would
     # duplicate it with the raw path (and query string).
     logging.getLogger("uvicorn.access").disabled = True

@@ -164,6 +164,9 @@ class Api:
         )
         leaked = sorted(needle for needle in needles if needle in text)
         assert not leaked, f"{len(leaked)} secret(s) in the server log"
+        # Nor anything the database holds: no SQL, no signing key, no password hash.
+        for stored in ("PRIVATE KEY", "$argon2id$", "INSERT INTO", "SELECT "):
+            assert stored not in text, f"{stored!r} in the server log"
 
 
 @pytest.fixture
