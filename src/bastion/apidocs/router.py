@@ -45,7 +45,7 @@ async def docs_init_script() -> Response:
 
 
 def mount_docs(app: FastAPI) -> None:
-    app.include_router(router)
+    app.router.routes.extend(router.routes)  # flat, like bastion.app.add_routes
     # Static files are not FastAPI routes; name the mount public explicitly.
     app.state.public_paths = {*getattr(app.state, "public_paths", ()), f"{DOCS_PATH}/static"}
     app.mount(
