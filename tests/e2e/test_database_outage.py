@@ -59,6 +59,19 @@ def _ready(client: httpx.Client) -> tuple[httpx.Response, float]:
     return response, time.monotonic() - started
 
 
+def _ready_again(client: httpx.Client) -> httpx.Response:
+    """Polls readiness until it is 200 again (recovery without a restart), or fails."""
+    deadline = time.monotonic() + RECOVER_WITHIN_SECONDS
+    statuses: list[int] = []
+    while time.monotonic() < deadline:
+        response, _ = _ready(client)
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            return response
+        time.sleep(0.25)
+    raise AssertionError(f"not ready again within {RECOVER_WITHIN_SECONDS} s: {statuses}")
+
+
 def test_readiness_follows_the_database_and_recovers_on_its_own(
     own_postgres: PostgresServer, server_on_own_postgres: LiveServer
 ) -> None:
@@ -78,15 +91,7 @@ def test_readiness_follows_the_database_and_recovers_on_its_own(
         assert client.get("/health/live").status_code == 200
 
         own_postgres.start()  # same data dir, same port
-        deadline = time.monotonic() + RECOVER_WITHIN_SECONDS
-        statuses: list[int] = []
-        while time.monotonic() < deadline:
-            response, _ = _ready(client)
-            statuses.append(response.status_code)
-            if response.status_code == 200:
-                break
-            time.sleep(0.25)
-        assert statuses[-1] == 200, f"not ready again within {RECOVER_WITHIN_SECONDS} s: {statuses}"
+        response = _ready_again(client)
         assert response.json() == {"status": "ok"}
 
     # The outage was logged as JSON lines like everything else; no credential-bearing URL.
@@ -137,12 +142,4 @@ def test_a_frozen_database_gives_503_within_the_timeout_not_a_hang(
             wrapper = [own_postgres.process.pid] if own_postgres.process is not None else []
             _signal_all([*frozen, *wrapper], signal.SIGCONT)
 
-        deadline = time.monotonic() + RECOVER_WITHIN_SECONDS
-        statuses: list[int] = []
-        while time.monotonic() < deadline:
-            response, _ = _ready(client)
-            statuses.append(response.status_code)
-            if response.status_code == 200:
-                break
-            time.sleep(0.25)
-        assert statuses[-1] == 200, f"not ready again within {RECOVER_WITHIN_SECONDS} s: {statuses}"
+        response = _ready_again(client)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.servers.process import wait_or_kill
+
 MISSING = (
     "PostgreSQL server binaries (initdb, postgres) not found: install the Debian package "
     "'postgresql' (`make test` does this itself when run as root)"
@@ -120,11 +122,7 @@ class PostgresServer:
         with contextlib.suppress(OSError, ValueError, IndexError):
             postmaster = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
             os.kill(postmaster, signal.SIGINT)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        wait_or_kill(self.process, timeout=20)
         self.process = None
 
     def destroy(self) -> None:

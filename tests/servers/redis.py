@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from tests.servers.postgres import free_port
+from tests.servers.process import wait_or_kill
 
 MISSING = (
     "redis-server not found: install the Debian package 'redis-server' "
@@ -109,11 +110,7 @@ class RedisServer:
         if self.process is None:
             return
         self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        wait_or_kill(self.process, timeout=10)
         self.process = None
 
     def destroy(self) -> None:
