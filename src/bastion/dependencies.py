@@ -10,7 +10,6 @@ threadpool hop per request.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
@@ -19,13 +18,12 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import OAuth2, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bastion.audit.events import AuditEventType, AuditRecord, Outcome
-from bastion.audit.service import record_event
+from bastion.audit.events import AuditEventType, Outcome
+from bastion.audit.service import record_event, request_record
 from bastion.authentication import Authenticator
 from bastion.config import Finding, Settings
 from bastion.errors import InsufficientScope, Unauthenticated
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
-from bastion.middleware.request_id import request_id_of
 from bastion.security.permissions import ALL_PERMISSIONS
 from bastion.security.principal import Principal
 from bastion.security.tokens import INVALID_TOKEN_DETAIL, InvalidToken
@@ -102,26 +100,20 @@ bearer_token = BearerToken()
 async def audit_denial(request: Request, principal: Principal, missing: list[str]) -> None:
     """Every 403 is an audit event, committed on its own: the request fails right after."""
     database: Database = request.app.state.database
-    route = request.scope.get("route")
-    client = request.client
+    record = request_record(
+        request,
+        AuditEventType.ACCESS_DENIED,
+        Outcome.DENIED,
+        actor_id=principal.user_id,
+        subject_id=principal.user_id,
+        details={
+            "method": request.method,
+            "route": getattr(request.scope.get("route"), "path", None),
+            "missing": " ".join(missing),
+        },
+    )
     async with database.transaction() as session:
-        await record_event(
-            session,
-            AuditRecord(
-                occurred_at=datetime.now(UTC),
-                type=AuditEventType.ACCESS_DENIED,
-                outcome=Outcome.DENIED,
-                actor_id=principal.user_id,
-                subject_id=principal.user_id,
-                client_ip=client.host[:45] if client else None,
-                request_id=request_id_of(request.scope),
-                details={
-                    "method": request.method,
-                    "route": getattr(route, "path", None),
-                    "missing": " ".join(missing),
-                },
-            ),
-        )
+        await record_event(session, record)
 
 
 async def _public() -> None:

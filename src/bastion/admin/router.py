@@ -12,7 +12,6 @@ from pydantic import AwareDatetime
 from bastion.admin.schemas import AdminUser, AuditEventOut, UserUpdate
 from bastion.admin.service import AdminService, RefusedChange, UpdateResult, UsersPosition
 from bastion.audit.events import AuditEventType
-from bastion.audit.service import audit_context
 from bastion.dependencies import AppDatabase, DbSession, require
 from bastion.errors import BadRequest
 from bastion.identity.service import IdentityService, RequestContext
@@ -38,11 +37,6 @@ class InvalidCursorProblem(BadRequest):
 def _service(request: Request) -> AdminService:
     identity: IdentityService = request.app.state.identity
     return AdminService(identity)
-
-
-def _context(request: Request) -> RequestContext:
-    client_ip, request_id = audit_context(request)
-    return RequestContext(client_ip=client_ip, request_id=request_id)
 
 
 def _cursors(request: Request) -> CursorCodec:
@@ -123,7 +117,7 @@ async def update_user(
     An admin cannot disable themselves, and the last enabled admin cannot lose the role.
     """
     service = _service(request)
-    context = _context(request)
+    context = RequestContext.of(request)
     # The route runs its own transaction: a refusal is audited after the rollback, and the
     # answer waits for the cut-off second only once the write lock is released.
     result: UpdateResult
@@ -147,7 +141,7 @@ async def unlock_user(
     user_id: str, principal: UsersWriter, request: Request, session: DbSession
 ) -> None:
     """Lift a lockout at once and reset the failure counters."""
-    await _service(request).unlock(session, principal, user_id, _context(request))
+    await _service(request).unlock(session, principal, user_id, RequestContext.of(request))
 
 
 @router.get("/admin/audit", responses={**_ERRORS, 400: {}, 422: {}})

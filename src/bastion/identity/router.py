@@ -18,7 +18,6 @@ from bastion.identity.schemas import (
     UserPublic,
 )
 from bastion.identity.service import GrantError, IdentityService, RequestContext
-from bastion.middleware.request_id import request_id_of
 
 router = APIRouter(tags=["identity"])
 
@@ -54,13 +53,6 @@ def _identity(request: Request) -> IdentityService:
     return identity
 
 
-def _context(request: Request) -> RequestContext:
-    client = request.client
-    return RequestContext(
-        client_ip=client.host if client else None, request_id=request_id_of(request.scope)
-    )
-
-
 async def _read_form(request: Request) -> dict[str, str] | None:
     """An RFC 6749 form: urlencoded, every parameter at most once, few fields; else None."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -94,7 +86,7 @@ def _oauth_error(error: str, description: str) -> JSONResponse:
 )
 async def register(body: RegisterRequest, request: Request, session: DbSession) -> UserPublic:
     """Create an account. The password policy follows NIST SP 800-63B-4."""
-    user = await _identity(request).register(session, body, _context(request))
+    user = await _identity(request).register(session, body, RequestContext.of(request))
     return UserPublic.model_validate(user)
 
 
@@ -122,7 +114,7 @@ async def token(request: Request, session: DbSession) -> Response:
                 username=username,
                 password=password,
                 scope=form.get("scope"),
-                context=_context(request),
+                context=RequestContext.of(request),
             )
         elif grant_type == "refresh_token":
             refresh_token = form.get("refresh_token")
@@ -132,7 +124,7 @@ async def token(request: Request, session: DbSession) -> Response:
                 session,
                 refresh_token=refresh_token,
                 scope=form.get("scope"),
-                context=_context(request),
+                context=RequestContext.of(request),
             )
         elif grant_type is None:
             return _oauth_error("invalid_request", "grant_type is required.")
@@ -154,14 +146,15 @@ async def revoke(request: Request, session: DbSession) -> Response:
         return _bad_form()
     token_value = form.get("token")
     if token_value:
-        await _identity(request).revoke(session, token=token_value, context=_context(request))
+        context = RequestContext.of(request)
+        await _identity(request).revoke(session, token=token_value, context=context)
     return Response(status_code=200)
 
 
 @router.post("/auth/logout", status_code=204, response_class=Response, responses={401: {}})
 async def logout(principal: CurrentPrincipal, request: Request, session: DbSession) -> None:
     """End this session: its refresh tokens and access tokens stop working at once."""
-    await _identity(request).logout(session, principal, _context(request))
+    await _identity(request).logout(session, principal, RequestContext.of(request))
 
 
 @router.get("/auth/me", responses={401: {}})
@@ -188,7 +181,7 @@ async def change_password(
         principal,
         current_password=body.current_password,
         new_password=body.new_password,
-        context=_context(request),
+        context=RequestContext.of(request),
     )
 
 

@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from bastion.audit.events import AuditEventType, AuditRecord, Outcome
-from bastion.audit.service import record_event
+from bastion.audit.service import audit_context, record_event
 from bastion.config import Settings
 from bastion.errors import BadRequest, Conflict, InvalidFields, Unauthenticated
 from bastion.identity.schemas import RegisterRequest, TokenResponse
@@ -60,6 +61,11 @@ class RequestContext:
 
     client_ip: str | None
     request_id: str | None
+
+    @classmethod
+    def of(cls, connection: HTTPConnection) -> RequestContext:
+        client_ip, request_id = audit_context(connection)
+        return cls(client_ip=client_ip, request_id=request_id)
 
 
 class GrantError(Exception):
@@ -255,12 +261,9 @@ class IdentityService:
             expires_at=now + timedelta(seconds=self.settings.session_max_age),
         )
         session.add(login)
-        response = await self._issue_tokens(session, user, login, granted, now)
-        await self._audit(
-            session, context, AuditEventType.LOGIN_SUCCESS, Outcome.SUCCESS,
-            actor=str(user.id), subject=str(user.id), session_id=str(login.id),
+        return await self._issue_tokens(
+            session, user, login, granted, now, context, AuditEventType.LOGIN_SUCCESS
         )
-        return response
 
     async def _count_failure(
         self, session: AsyncSession, user_id: uuid.UUID, now: datetime, context: RequestContext
@@ -300,7 +303,10 @@ class IdentityService:
         login: LoginSession,
         scopes: frozenset[str],
         now: datetime,
+        context: RequestContext,
+        event: AuditEventType,
     ) -> TokenResponse:
+        """New access and refresh tokens for ``login``, audited as ``event``."""
         refresh = new_refresh_token()
         refresh_expiry = min(
             now + timedelta(seconds=self.settings.refresh_token_ttl), login.expires_at
@@ -328,6 +334,10 @@ class IdentityService:
                 lifetime=lifetime,
                 now=issued_at,
             )
+        )
+        await self._audit(
+            session, context, event, Outcome.SUCCESS,
+            actor=str(user.id), subject=str(user.id), session_id=str(login.id),
         )
         return TokenResponse(
             access_token=access,
@@ -386,12 +396,9 @@ class IdentityService:
             await self._refresh_reuse(session, login, user, context)
             raise GrantError
         scopes = resolve_scope(requested or session_scopes, granted_permissions(user.roles))
-        response = await self._issue_tokens(session, user, login, scopes, now)
-        await self._audit(
-            session, context, AuditEventType.TOKEN_REFRESH, Outcome.SUCCESS,
-            actor=str(user.id), subject=str(user.id), session_id=str(login.id),
+        return await self._issue_tokens(
+            session, user, login, scopes, now, context, AuditEventType.TOKEN_REFRESH
         )
-        return response
 
     async def _refresh_reuse(
         self, session: AsyncSession, login: LoginSession, user: User, context: RequestContext
