@@ -119,6 +119,16 @@ async def insert_user(
     return user
 
 
+def _requested_scope(scope: str | None) -> frozenset[str] | None:
+    """The scope a grant asks for; unknown permissions are refused before any other work."""
+    try:
+        requested = parse_scope(scope)
+        resolve_scope(requested, frozenset())
+    except UnknownScope:
+        raise InvalidScope from None
+    return requested
+
+
 class IdentityService:
     def __init__(
         self,
@@ -206,11 +216,7 @@ class IdentityService:
         scope: str | None,
         context: RequestContext,
     ) -> TokenResponse:
-        try:
-            requested = parse_scope(scope)
-            resolve_scope(requested, frozenset())  # refuses unknown permissions early
-        except UnknownScope:
-            raise InvalidScope from None
+        requested = _requested_scope(scope)
         # Read, then hash outside any transaction: on SQLite a transaction holds the
         # database's write lock, and Argon2id takes tens of milliseconds.
         async with self.database.transaction() as lookup:
@@ -356,11 +362,7 @@ class IdentityService:
         scope: str | None,
         context: RequestContext,
     ) -> TokenResponse:
-        try:
-            requested = parse_scope(scope)
-            resolve_scope(requested, frozenset())
-        except UnknownScope:
-            raise InvalidScope from None
+        requested = _requested_scope(scope)
         row = await session.execute(
             select(RefreshToken, LoginSession, User)
             .join(LoginSession, RefreshToken.session_id == LoginSession.id)
