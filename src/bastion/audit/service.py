@@ -29,6 +29,7 @@ from bastion.audit.events import (
     chain_hash,
 )
 from bastion.middleware.request_id import request_id_of
+from bastion.security.client_ip import client_address
 from bastion.storage.tables import AuditChainHead, AuditEvent
 
 HEAD_ID = 1  # the one row of audit_chain_head, seeded by migration 0003
@@ -82,12 +83,11 @@ class StoredAuditEvent:
 def audit_context(connection: HTTPConnection) -> tuple[str | None, str | None]:
     """(client IP, request id) of a request, as far as they are known.
 
-    The IP is the ASGI peer address; behind a proxy that is only the client's when the server
-    was told to trust the proxy's forwarded headers.
+    The IP is ``client_address``: the peer, or behind a trusted proxy the client it names,
+    the same address the access log and the rate limiter use.
     """
-    client = connection.client
-    client_ip = client.host[:_CLIENT_IP_WIDTH] if client is not None and client.host else None
-    return client_ip, request_id_of(connection.scope)
+    client_ip = client_address(connection.scope)
+    return client_ip[:_CLIENT_IP_WIDTH] if client_ip else None, request_id_of(connection.scope)
 
 
 def request_record(

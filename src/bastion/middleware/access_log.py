@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.logs import write_access_line
 from bastion.middleware.request_id import request_id_of
+from bastion.security.client_ip import client_address
 
 USER_ID_SCOPE_KEY = "bastion.user_id"
 MAX_LOGGED_PATH = 200
@@ -53,7 +54,6 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            client = scope.get("client")
             route = _route_template(scope)
             self.sink(
                 {
@@ -62,7 +62,7 @@ class AccessLogMiddleware:
                     "path": None if route else scope["path"][:MAX_LOGGED_PATH],
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "client_ip": client[0] if client else None,
+                    "client_ip": client_address(scope),
                     "request_id": request_id_of(scope),
                     "user_id": scope.get(USER_ID_SCOPE_KEY),
                 }

@@ -1,0 +1,117 @@
+"""Answers only requests whose ``Host`` names this service (``BASTION_ALLOWED_HOSTS``).
+
+A forged ``Host`` is how an attacker gets their own name into absolute URLs the service
+builds (the HTTPS redirect, links) and into shared caches (host header poisoning); DNS
+rebinding also arrives with a foreign ``Host``. Requests without exactly one ``Host`` are
+refused too: with two, a proxy and bastion may each believe a different one (RFC 9112 §3.2
+asks for 400).
+
+Starlette's ``TrustedHostMiddleware`` answers in plain text; this one answers RFC 9457
+problem details with the request id like every other error, and never repeats the host.
+Entries are exact names (case-insensitive, a trailing dot ignored), IPv6 literals in
+brackets (``[::1]``), ``*.example.com`` for any subdomain of ``example.com`` (not the name
+itself), or ``*`` for any host. The port is ignored on both sides.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bastion.middleware.request_id import request_id_of
+from bastion.problems import send_problem
+
+INVALID_HOST_DETAIL = "Invalid host: the Host header does not name a host this server answers to."
+# RFC 6455 §7.4.1 "policy violation": a refused WebSocket handshake becomes HTTP 403.
+WEBSOCKET_POLICY_VIOLATION = 1008
+_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+
+
+def host_name(value: str) -> str | None:
+    """The lower-case host of a ``Host`` value without its port (IPv6 kept in brackets), or
+    None when the value is not shaped like a host."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        host, rest = value[: end + 1], value[end + 1 :]
+        if end < 0 or (rest and not (rest[0] == ":" and _is_port(rest[1:]))):
+            return None
+        return host
+    host, colon, port = value.partition(":")
+    if colon and not _is_port(port):
+        return None
+    host = host.removesuffix(".")
+    return host or None
+
+
+def _is_port(text: str) -> bool:
+    # RFC 3986 allows an empty port ("example.com:"): it means the default.
+    return text == "" or (len(text) <= 5 and text.isascii() and text.isdigit())
+
+
+def _entry_host(entry: str) -> str:
+    """An allow-list entry in the form ``host_name`` gives; a bare IPv6 literal is bracketed
+    and every IPv6 literal written canonically, as browsers send it."""
+    entry = entry.strip().lower()
+    bare = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
+    if ":" in bare:
+        try:
+            return f"[{ipaddress.IPv6Address(bare)}]"
+        except ValueError:
+            pass
+    host = host_name(entry)
+    if host is None or not _NAME.fullmatch(host):
+        raise ValueError(f"not a host name: {entry!r}")
+    return host
+
+
+class TrustedHostMiddleware:
+    """Refuses (400 problem) HTTP requests, and WebSocket handshakes, for any other host."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str]) -> None:
+        self.app = app
+        exact: set[str] = set()
+        suffixes: list[str] = []
+        self.allow_any = False
+        for entry in allowed_hosts:
+            if entry.strip() == "*":
+                self.allow_any = True
+            elif entry.strip().startswith("*."):
+                suffixes.append("." + _entry_host(entry.strip()[2:]))
+            elif "*" in entry:
+                raise ValueError(f"only a leading '*.' wildcard is supported: {entry!r}")
+            else:
+                exact.add(_entry_host(entry))
+        self.exact = frozenset(exact)
+        self.suffixes = tuple(suffixes)
+
+    def is_allowed(self, host: str | None) -> bool:
+        if host is None:
+            return False
+        if host in self.exact:
+            return True
+        return any(
+            host.endswith(suffix) and len(host) > len(suffix) for suffix in self.suffixes
+        ) and bool(_NAME.fullmatch(host))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if self.allow_any or (kind != "http" and kind != "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        host: str | None = None
+        seen = 0
+        for name, value in scope["headers"]:
+            if name == b"host":
+                seen += 1
+                host = host_name(value.decode("latin-1"))
+        if seen == 1 and self.is_allowed(host):
+            await self.app(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION})
+        else:
+            await send_problem(send, 400, INVALID_HOST_DETAIL, request_id_of(scope))
