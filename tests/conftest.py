@@ -55,9 +55,21 @@ async def database_url(
     await server.drop_database(name)
 
 
+# httpx's ASGI client sends ``Host: testserver``; the allow-list must name it.
+TEST_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+# Every test client is one address: tests that log in or register many times would hit the
+# per-address quotas. The rate-limit tests set their own.
+ROOMY_LIMITS = {"rate_limit_login": "10000/minute", "rate_limit_register": "10000/minute"}
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings from arguments only: no ``.env`` of the developer's, data in ``data_dir``."""
-    values: dict[str, Any] = {"data_dir": data_dir, **overrides}
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "allowed_hosts": TEST_HOSTS,
+        **ROOMY_LIMITS,
+        **overrides,
+    }
     return Settings(_env_file=None, **values)
 
 

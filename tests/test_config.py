@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bastion.config import insecure_findings
+from bastion.config import Settings, insecure_findings
 from tests.conftest import make_settings
 
 SECURE_PRODUCTION = {
@@ -18,7 +18,7 @@ SECURE_PRODUCTION = {
 
 
 def test_defaults_are_the_embedded_development_setup(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    settings = Settings(_env_file=None, data_dir=tmp_path)
     assert settings.env == "development"
     assert settings.uses_embedded_database
     assert settings.resolved_database_url().startswith("sqlite+aiosqlite:///")
@@ -26,6 +26,9 @@ def test_defaults_are_the_embedded_development_setup(tmp_path: Path) -> None:
     assert settings.max_body_bytes == 1_048_576
     assert settings.allowed_hosts == ["127.0.0.1", "localhost"]
     assert settings.trusted_proxies == []
+    assert settings.rate_limits_enabled
+    assert (settings.rate_limit_default, settings.rate_limit_login) == ("600/minute", "10/minute")
+    assert not settings.rate_limit_fail_open
 
 
 def test_comma_separated_lists_come_from_the_environment(
@@ -117,3 +120,9 @@ def test_hs256_without_a_long_secret_is_refused_in_development_too(tmp_path: Pat
         make_settings(tmp_path, jwt_algorithm="HS256", jwt_secret="too-short")
     assert "BASTION_JWT_SECRET" in str(refused.value)
     assert "too-short" not in str(refused.value)
+
+
+@pytest.mark.parametrize("hosts", ["exa mple.com", "*.*.example.com", "api.*.com", "a/b"])
+def test_a_malformed_allowed_host_is_a_settings_error(tmp_path: Path, hosts: str) -> None:
+    with pytest.raises(ValidationError, match="allowed_hosts"):
+        make_settings(tmp_path, allowed_hosts=hosts)

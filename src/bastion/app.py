@@ -1,8 +1,10 @@
 """``create_app`` is the one place where middleware order and routers are wired.
 
-Request path, outermost first: request id → access log → secure headers → server errors →
-body limit → router. Secure headers sit outside the server-error catcher so even a 500 has
-them; the access log sits outside both so it records the final status.
+Request path, outermost first: proxy headers → request id → access log → secure headers →
+server errors → trusted host → HTTPS redirect → CORS → body limit → router. The client address
+is settled first so every later step sees the same one. Secure headers sit outside the
+server-error catcher so even a 500 has them; the access log sits outside both so it records
+the final status. The Host is checked before the redirect builds a URL from it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from bastion.admin.router import router as admin_router
 from bastion.apidocs.router import mount_docs
 from bastion.authentication import Authenticator
 from bastion.config import Settings
-from bastion.dependencies import assert_routes_guarded
+from bastion.dependencies import assert_routes_guarded, declared_rate_limits
 from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
 from bastion.identity.router import router as identity_router
@@ -27,16 +29,32 @@ from bastion.logs import configure_logging, get_logger
 from bastion.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
+    CORSMiddleware,
+    HTTPSRedirectMiddleware,
+    ProxyHeadersMiddleware,
     RequestIdMiddleware,
     SecureHeadersMiddleware,
     ServerErrorMiddleware,
+    TrustedHostMiddleware,
 )
 from bastion.notes.router import router as notes_router
+from bastion.ratelimiting import RateLimiter
+from bastion.security.client_ip import TrustedProxies
 from bastion.security.cursors import CursorCodec
 from bastion.security.passwords import PasswordHasher
 from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
 from bastion.storage import Database, StorageUnavailable
-from bastion.storage.revocations import revocation_store_from_settings
+from bastion.storage.ratelimits import (
+    MemoryRateLimitStore,
+    RateLimitStore,
+    RedisRateLimitStore,
+)
+from bastion.storage.redis_client import redis_client_from_url
+from bastion.storage.revocations import (
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+)
 from bastion.storage.service_secrets import service_secret
 from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
 
@@ -56,23 +74,51 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
+    """Outermost first; the optional steps are left out entirely when not configured, so
+    they cost nothing per request."""
+    edge: list[Middleware] = []
+    if settings.trusted_proxies:
+        edge.append(
+            Middleware(
+                ProxyHeadersMiddleware,
+                trusted=TrustedProxies(settings.trusted_proxies),
+                header=settings.proxy_header,
+            )
+        )
+    checks: list[Middleware] = []
+    if "*" not in settings.allowed_hosts:
+        checks.append(Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts))
+    if settings.https_redirect:
+        checks.append(Middleware(HTTPSRedirectMiddleware))
+    if settings.cors_origins:
+        checks.append(Middleware(CORSMiddleware, origins=settings.cors_origins))
     return [
+        *edge,
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(SecureHeadersMiddleware),
         Middleware(ServerErrorMiddleware),
+        *checks,
         Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
     ]
 
 
+def shared_stores(settings: Settings) -> tuple[RevocationStore, RateLimitStore]:
+    """Revocations and rate-limit counters: both in Redis (one client, one connection
+    pool) when ``BASTION_REDIS_URL`` is set, otherwise both in this process."""
+    if settings.redis_url is None:
+        return MemoryRevocationStore(), MemoryRateLimitStore()
+    client = redis_client_from_url(settings.redis_url.get_secret_value())
+    return RedisRevocationStore(client), RedisRateLimitStore(client)
+
+
 def _identity_service(
-    settings: Settings, database: Database
+    settings: Settings, database: Database, revocations: RevocationStore
 ) -> tuple[Authenticator, IdentityService]:
     keys = KeyRingHolder(database, settings)
     verifier = TokenVerifier(
         issuer=settings.issuer, audience=settings.audience, cache=VerifiedTokenCache()
     )
-    revocations = revocation_store_from_settings(settings)
     hasher = PasswordHasher(
         memory_kib=settings.password_hash_memory_kib,
         time_cost=settings.password_hash_time_cost,
@@ -113,14 +159,20 @@ async def start_identity(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     database = Database.from_settings(settings)
-    authenticator, identity = _identity_service(settings, database)
+    revocations, counters = shared_stores(settings)
+    authenticator, identity = _identity_service(settings, database, revocations)
+    rate_limiter = RateLimiter.from_settings(settings, counters)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Checked at start, not in create_app, so routes added afterwards count too.
         assert_routes_guarded(app)
+        for rate_limit in declared_rate_limits(app):
+            rate_limiter.quota(rate_limit)
         await start_identity(app)
         yield
+        # One Redis client serves both stores: closing it twice is harmless.
+        await rate_limiter.close()
         await identity.revocations.close()
         await database.dispose()
 
@@ -140,6 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.authenticator = authenticator
     app.state.identity = identity
+    app.state.rate_limiter = rate_limiter
     install_problem_handlers(app)
     for router in (health_router, identity_router, notes_router, admin_router):
         add_routes(app, router)

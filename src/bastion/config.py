@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bastion.security.ratelimits import parse_limit
+
 CommaList = Annotated[list[str], NoDecode]
 
 SQLITE_FILE_NAME = "bastion.sqlite3"
@@ -32,6 +34,10 @@ MAX_ACCESS_TOKEN_TTL = 3_600
 MAX_SESSION_SECONDS = 90 * 86_400
 # NIST SP 800-63B-4 (rate limiting): at most 100 consecutive failed attempts on one account.
 MAX_LOCKOUT_THRESHOLD = 100
+
+
+async def _refuse_everything(*_: object) -> None:
+    raise RuntimeError("only used to validate settings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,10 @@ class Settings(BaseSettings):
     rate_limits_enabled: bool = True
     rate_limit_default: str = "600/minute"
     rate_limit_login: str = "10/minute"
+    rate_limit_register: str = "20/hour"
+    # When Redis does not answer: false refuses every rate-limited request with 503; true
+    # lets them through uncounted. Login and token requests are refused either way.
+    rate_limit_fail_open: bool = False
     lockout_threshold: int = Field(default=5, ge=1, le=1000)
     lockout_base_seconds: int = Field(default=60, ge=1, le=86_400)
     lockout_max_seconds: int = Field(default=1800, ge=1, le=604_800)
@@ -81,6 +91,9 @@ class Settings(BaseSettings):
     password_hash_parallelism: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1, le=1_073_741_824)
     trusted_proxies: CommaList = Field(default_factory=list)
+    # The one forwarded header believed from a trusted proxy; believing both would let a
+    # client forge its address through the one its proxy passes on untouched.
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     cors_origins: CommaList = Field(default_factory=list)
     allowed_hosts: CommaList = Field(default_factory=lambda: ["127.0.0.1", "localhost"])
     https_redirect: bool = False
@@ -108,6 +121,16 @@ class Settings(BaseSettings):
             networks.append(str(network.network_address if network.num_addresses == 1 else network))
         return networks
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: list[str]) -> list[str]:
+        """Checked here, not only when the middleware is built on the first request, so a
+        typo stops the start with a settings error."""
+        from bastion.middleware.trusted_host import TrustedHostMiddleware
+
+        TrustedHostMiddleware(_refuse_everything, allowed_hosts=value)
+        return value
+
     @field_validator("cors_origins")
     @classmethod
     def _valid_origins(cls, value: list[str]) -> list[str]:
@@ -117,6 +140,12 @@ class Settings(BaseSettings):
             parts = urlsplit(origin)
             if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
                 raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+        return value
+
+    @field_validator("rate_limit_default", "rate_limit_login", "rate_limit_register")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        parse_limit(value)
         return value
 
     @field_validator("issuer")

@@ -24,8 +24,10 @@ from bastion.authentication import Authenticator
 from bastion.config import Finding, Settings
 from bastion.errors import InsufficientScope, Unauthenticated
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
+from bastion.ratelimiting import RateLimiter
 from bastion.security.permissions import ALL_PERMISSIONS
 from bastion.security.principal import Principal
+from bastion.security.ratelimits import DEFAULT_LIMIT, RateLimit
 from bastion.security.tokens import INVALID_TOKEN_DETAIL, InvalidToken
 from bastion.storage import Database
 
@@ -56,7 +58,8 @@ class BearerToken(OAuth2):
     and Swagger UI's "Authorize" works, while staying one async dependency per request.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> None:
+        self.rate_limit = rate_limit
         super().__init__(
             flows=OAuthFlows(
                 password=OAuthFlowPassword(
@@ -71,7 +74,13 @@ class BearerToken(OAuth2):
     async def __call__(  # type: ignore[override]
         self, request: Request, security_scopes: SecurityScopes
     ) -> Principal:
-        principal = await self._principal(request)
+        try:
+            principal = await self._principal(request)
+        except Unauthenticated:
+            # Unauthenticated requests count per address: guessing tokens is limited too.
+            await _count(request, self.rate_limit, user_id=None)
+            raise
+        await _count(request, self.rate_limit, user_id=principal.user_id)
         missing = set(security_scopes.scopes) - principal.scopes
         if missing:
             await audit_denial(request, principal, sorted(missing))
@@ -94,7 +103,24 @@ class BearerToken(OAuth2):
         return principal
 
 
-bearer_token = BearerToken()
+async def _count(request: Request, rate_limit: RateLimit | None, *, user_id: str | None) -> None:
+    if rate_limit is not None:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        await limiter.check(request.scope, rate_limit, user_id=user_id)
+
+
+_bearer_tokens: dict[RateLimit | None, BearerToken] = {}
+
+
+def _bearer_token(rate_limit: RateLimit | None) -> BearerToken:
+    """One dependency object per rate limit, so FastAPI's per-request cache still applies."""
+    bearer = _bearer_tokens.get(rate_limit)
+    if bearer is None:
+        bearer = _bearer_tokens[rate_limit] = BearerToken(rate_limit)
+    return bearer
+
+
+bearer_token = _bearer_token(DEFAULT_LIMIT)
 
 
 async def audit_denial(request: Request, principal: Principal, missing: list[str]) -> None:
@@ -116,26 +142,43 @@ async def audit_denial(request: Request, principal: Principal, missing: list[str
         await record_event(session, record)
 
 
-async def _public() -> None:
-    """The marker of a route anyone may call; it does nothing else."""
+class PublicPolicy:
+    """The marker of a route anyone may call; it counts the request against its limit."""
+
+    def __init__(self, rate_limit: RateLimit | None) -> None:
+        self.rate_limit = rate_limit
+
+    async def __call__(self, request: Request) -> None:
+        await _count(request, self.rate_limit, user_id=None)
 
 
-def public() -> Any:
-    """Policy: anyone may call the route, with or without a token."""
-    return Depends(_public)
+_public_policies: dict[RateLimit | None, PublicPolicy] = {}
 
 
-def authenticated() -> Any:
-    """Policy: any valid, unrevoked access token."""
-    return Security(bearer_token)
+def public(*, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> Any:
+    """Policy: anyone may call the route, with or without a token.
+
+    ``rate_limit`` is the route's quota per client address (``None``: not limited, for
+    liveness probes that must answer whatever happens to the rate-limit store).
+    """
+    policy = _public_policies.get(rate_limit)
+    if policy is None:
+        policy = _public_policies[rate_limit] = PublicPolicy(rate_limit)
+    return Depends(policy)
 
 
-def require(*permissions: str) -> Any:
-    """Policy: a valid token whose scope holds every one of ``permissions`` (else 403)."""
+def authenticated(*, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> Any:
+    """Policy: any valid, unrevoked access token; counted per user."""
+    return Security(_bearer_token(rate_limit))
+
+
+def require(*permissions: str, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> Any:
+    """Policy: a valid token whose scope holds every one of ``permissions`` (else 403);
+    counted per user against ``rate_limit``."""
     unknown = set(permissions) - ALL_PERMISSIONS
     if not permissions or unknown:
         raise ValueError(f"unknown permissions: {sorted(unknown) or 'none given'}")
-    return Security(bearer_token, scopes=list(permissions))
+    return Security(_bearer_token(rate_limit), scopes=list(permissions))
 
 
 def route_policy(route: Any) -> str | None:
@@ -146,9 +189,9 @@ def route_policy(route: Any) -> str | None:
     policies: list[str] = []
     while pending:
         dependant = pending.pop()
-        if dependant.call is _public:
+        if isinstance(dependant.call, PublicPolicy):
             policies.append("public")
-        elif dependant.call is bearer_token:
+        elif isinstance(dependant.call, BearerToken):
             scopes = sorted(dependant.own_oauth_scopes or [])
             policies.append(f"require: {' '.join(scopes)}" if scopes else "authenticated")
         pending.extend(dependant.dependencies)
@@ -156,6 +199,23 @@ def route_policy(route: Any) -> str | None:
         return None
     # The strictest declaration wins when several are present.
     return max(policies, key=lambda policy: (policy.startswith("require"), policy != "public"))
+
+
+def declared_rate_limits(app: FastAPI) -> set[RateLimit]:
+    """Every ``RateLimit`` a route's policy names, to resolve them all at start: a name with
+    no configured quota then stops the start instead of failing requests."""
+    found: set[RateLimit] = set()
+    for context in iter_route_contexts(app.routes):
+        if not isinstance(context.original_route, APIRoute):
+            continue
+        pending = list(context.dependant.dependencies)
+        while pending:
+            dependant = pending.pop()
+            limit = getattr(dependant.call, "rate_limit", None)
+            if isinstance(dependant.call, PublicPolicy | BearerToken) and limit is not None:
+                found.add(limit)
+            pending.extend(dependant.dependencies)
+    return found
 
 
 def route_policies(app: FastAPI) -> list[tuple[str, str, str | None]]:

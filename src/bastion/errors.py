@@ -82,7 +82,18 @@ class InvalidFields(DomainError):
         self.errors = errors
 
 
+class RateLimited(DomainError):
+    """More requests than the route's quota; ``retry_after`` seconds until one more fits."""
+
+    detail = "Too many requests; retry after the time given in Retry-After."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = max(1, retry_after)
+
+
 DOMAIN_STATUS: dict[type[DomainError], int] = {
+    RateLimited: 429,
     NotFound: 404,
     Conflict: 409,
     Forbidden: 403,
@@ -155,6 +166,9 @@ async def _domain_problem(request: Request, exc: Exception) -> Response:
         return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})
     if isinstance(exc, InvalidFields):
         return ProblemResponse(request, status, exc.detail, errors=exc.errors)
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return ProblemResponse(request, status, exc.detail, headers=headers)
     return ProblemResponse(request, status, exc.detail)
 
 

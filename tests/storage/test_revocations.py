@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from bastion.app import shared_stores
 from bastion.storage import StorageUnavailable, revocations
+from bastion.storage.ratelimits import MemoryRateLimitStore, RedisRateLimitStore
+from bastion.storage.redis_client import redis_client_from_url
 from bastion.storage.revocations import (
     MemoryRevocationStore,
     RedisRevocationStore,
     RevocationStore,
-    redis_client_from_url,
-    revocation_store_from_settings,
 )
 from tests.conftest import make_settings
 from tests.servers.redis import RedisServer
@@ -260,15 +261,18 @@ async def test_a_redis_that_never_answers_fails_closed_within_the_timeout() -> N
             await store.close()
 
 
-async def test_settings_choose_redis_when_a_url_is_set(tmp_path: Path) -> None:
-    assert isinstance(
-        revocation_store_from_settings(make_settings(tmp_path)), MemoryRevocationStore
-    )
-    chosen = revocation_store_from_settings(
+async def test_settings_choose_redis_for_both_stores_when_a_url_is_set(tmp_path: Path) -> None:
+    revocations, counters = shared_stores(make_settings(tmp_path))
+    assert isinstance(revocations, MemoryRevocationStore)
+    assert isinstance(counters, MemoryRateLimitStore)
+    revocations, counters = shared_stores(
         make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0")
     )
-    assert isinstance(chosen, RedisRevocationStore)
-    await chosen.close()
+    assert isinstance(revocations, RedisRevocationStore)
+    assert isinstance(counters, RedisRateLimitStore)
+    # One client, so one connection pool, for both.
+    assert counters.client is revocations.client
+    await revocations.close()
 
 
 async def test_evictions_are_logged_at_most_once_a_minute(

@@ -11,7 +11,7 @@ from bastion.authentication import Authenticator
 from bastion.dependencies import AppDatabase, public
 from bastion.storage import StorageUnavailable
 
-router = APIRouter(prefix="/health", tags=["operations"], dependencies=[public()])
+router = APIRouter(prefix="/health", tags=["operations"])
 
 
 class HealthStatus(BaseModel):
@@ -20,16 +20,20 @@ class HealthStatus(BaseModel):
 
 # HEAD (used by some load balancers) gets its own undocumented route: one route with both
 # methods would give the OpenAPI document a duplicate operation id.
-@router.head("/live", include_in_schema=False)
-@router.get("/live")
+# Liveness is not rate limited: it must answer whatever happens to the rate-limit store, or
+# an orchestrator would restart healthy processes during a Redis outage.
+@router.head("/live", include_in_schema=False, dependencies=[public(rate_limit=None)])
+@router.get("/live", dependencies=[public(rate_limit=None)])
 async def live() -> HealthStatus:
     """The process serves requests; says nothing about its dependencies."""
     return HealthStatus(status="ok")
 
 
-@router.head("/ready", include_in_schema=False)
+@router.head("/ready", include_in_schema=False, dependencies=[public()])
 @router.get(
-    "/ready", responses={503: {"description": "the database or Redis does not answer"}}
+    "/ready",
+    responses={503: {"description": "the database or Redis does not answer"}},
+    dependencies=[public()],
 )
 async def ready(database: AppDatabase, request: Request) -> HealthStatus:
     """The database (and Redis, when configured) answer; a 503 tells a load balancer to

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from bastion.dependencies import CurrentPrincipal, DbSession, public
+from bastion.dependencies import CurrentPrincipal, DbSession, authenticated, public
 from bastion.identity.schemas import (
     JsonWebKeySet,
     OAuthError,
@@ -18,12 +18,16 @@ from bastion.identity.schemas import (
     UserPublic,
 )
 from bastion.identity.service import GrantError, IdentityService, RequestContext
+from bastion.security.principal import Principal
+from bastion.security.ratelimits import LOGIN_LIMIT, REGISTER_LIMIT
 
 router = APIRouter(tags=["identity"])
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 10
 GRANT_TYPES = ("password", "refresh_token")
+# Checking the current password is a password guess like a login: same shared quota.
+PasswordChanger = Annotated[Principal, authenticated(rate_limit=LOGIN_LIMIT)]
 
 def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI for a urlencoded body the route reads itself (RFC 6749 forms)."""
@@ -82,7 +86,10 @@ def _oauth_error(error: str, description: str) -> JSONResponse:
 
 
 @router.post(
-    "/auth/register", status_code=201, responses={409: {}, 422: {}}, dependencies=[public()]
+    "/auth/register",
+    status_code=201,
+    responses={409: {}, 422: {}},
+    dependencies=[public(rate_limit=REGISTER_LIMIT)],
 )
 async def register(body: RegisterRequest, request: Request, session: DbSession) -> UserPublic:
     """Create an account. The password policy follows NIST SP 800-63B-4."""
@@ -95,7 +102,7 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
     response_model=TokenResponse,
     responses={400: {"model": OAuthError}},
     openapi_extra=_TOKEN_FORM,
-    dependencies=[public()],
+    dependencies=[public(rate_limit=LOGIN_LIMIT)],
 )
 async def token(request: Request, session: DbSession) -> Response:
     """OAuth2 token endpoint (RFC 6749): ``password`` and ``refresh_token`` grants."""
@@ -171,7 +178,7 @@ async def me(principal: CurrentPrincipal, request: Request, session: DbSession) 
 )
 async def change_password(
     body: PasswordChangeRequest,
-    principal: CurrentPrincipal,
+    principal: PasswordChanger,
     request: Request,
     session: DbSession,
 ) -> None:

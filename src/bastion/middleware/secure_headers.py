@@ -42,6 +42,9 @@ PERMISSIONS_POLICY = ", ".join(
     )
 )
 HSTS = "max-age=63072000; includeSubDomains"
+# Headers that inner layers (the rate limiter) ask to add to whatever response is sent in the
+# end, errors included: a list of (name, value) byte pairs in the ASGI scope.
+EXTRA_HEADERS_SCOPE_KEY = "bastion.response_headers"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -106,7 +109,11 @@ class SecureHeadersMiddleware:
                 if no_store:
                     headers = [h for h in headers if h[0] != b"cache-control"]
                     headers.append(_NO_STORE)
-                message["headers"] = [*headers, *security_headers]
+                headers.extend(security_headers)
+                extra = scope.get(EXTRA_HEADERS_SCOPE_KEY)
+                if extra:
+                    headers.extend(extra)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -21,32 +21,15 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Literal, Protocol
 
 import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bastion.config import Settings
 from bastion.storage.database import StorageUnavailable
+from bastion.storage.redis_client import (
+    REDIS_UNAVAILABLE,
+)
 
 logger = logging.getLogger(__name__)
 
-REDIS_CONNECT_TIMEOUT: Final = 2.0
-REDIS_READ_TIMEOUT: Final = 2.0
 DEFAULT_MAX_ENTRIES: Final = 100_000
-
-# Connection refused, reset, a replica promoted mid-failover, a server still loading its data:
-# the store cannot answer, which is a 503, not a 500 and never an "allow".
-# ResponseError covers a full Redis refusing writes (OOM under noeviction): fail closed.
-_UNAVAILABLE = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    ReadOnlyError,
-    ResponseError,
-    OSError,
-)
 
 
 Restorer = Callable[[], Awaitable[None]]
@@ -243,21 +226,6 @@ return 1
 """
 
 
-def redis_client_from_url(url: str) -> redis.asyncio.Redis:
-    """A client that answers or fails within about two seconds, never hangs.
-
-    One immediate retry on a connection error covers a pooled connection that Redis closed
-    (a restart, an idle timeout); a timeout is not retried, since it would only double the
-    wait. Every command this module sends is idempotent, so a retry cannot double-apply.
-    """
-    return redis.asyncio.Redis.from_url(
-        url,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-        socket_timeout=REDIS_READ_TIMEOUT,
-        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-    )
-
-
 class RedisRevocationStore:
     """Revocations shared by every process, as Redis keys that expire with their tokens.
 
@@ -283,7 +251,7 @@ class RedisRevocationStore:
     async def mark_restored(self) -> None:
         try:
             await self.client.set(self._marker, "1")
-        except _UNAVAILABLE as error:
+        except REDIS_UNAVAILABLE as error:
             raise StorageUnavailable from error
 
     async def _restore_after_wipe(self) -> None:
@@ -292,7 +260,7 @@ class RedisRevocationStore:
         async with self._restoring:
             try:
                 restored = await self.client.exists(self._marker)
-            except _UNAVAILABLE as error:
+            except REDIS_UNAVAILABLE as error:
                 raise StorageUnavailable from error
             if not restored:  # not already done by a concurrent check
                 logger.warning("revocations missing from Redis: restoring from the database")
@@ -304,7 +272,7 @@ class RedisRevocationStore:
     async def _set(self, key: str, value: int, ttl_seconds: int) -> None:
         try:
             await self._revoke(keys=[key], args=[value, _ttl(ttl_seconds) * 1000])
-        except _UNAVAILABLE as error:
+        except REDIS_UNAVAILABLE as error:
             raise StorageUnavailable from error
 
     async def revoke_session(self, sid: str, *, ttl_seconds: int) -> None:
@@ -327,13 +295,13 @@ class RedisRevocationStore:
         ]
         try:
             token, session, cutoff, restored = await self.client.mget(keys)
-        except _UNAVAILABLE as error:
+        except REDIS_UNAVAILABLE as error:
             raise StorageUnavailable from error
         if restored is None and self._restorer is not None:
             await self._restore_after_wipe()
             try:
                 token, session, cutoff, _ = await self.client.mget(keys)
-            except _UNAVAILABLE as error:
+            except REDIS_UNAVAILABLE as error:
                 raise StorageUnavailable from error
         if token is not None or session is not None:
             return True
@@ -342,15 +310,8 @@ class RedisRevocationStore:
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except _UNAVAILABLE:
+        except REDIS_UNAVAILABLE:
             return False
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-def revocation_store_from_settings(settings: Settings) -> RevocationStore:
-    """Redis when ``BASTION_REDIS_URL`` is set; otherwise in process (one process only)."""
-    if settings.redis_url is not None:
-        return RedisRevocationStore(redis_client_from_url(settings.redis_url.get_secret_value()))
-    return MemoryRevocationStore()
