@@ -1,9 +1,10 @@
-"""The ``bastion`` command: serve, migrate, check, openapi, create-admin, audit, keys."""
+"""The ``bastion`` command: serve, migrate, check, openapi, create-admin, audit, keys, dev-cert."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -18,11 +19,12 @@ from pydantic import TypeAdapter, ValidationError
 from bastion.admin.service import create_admin
 from bastion.audit.service import ChainVerification, verify_chain
 from bastion.config import Finding, Settings, insecure_findings
+from bastion.devcert import DevCertExists, write_dev_certificate
 from bastion.identity.schemas import Email, Username
 from bastion.identity.service import AccountExists
 from bastion.logs import configure_logging
 from bastion.security.passwords import PasswordHasher, password_problems
-from bastion.server import run_server
+from bastion.server import ServerConfigError, check_tls_files, run_server
 from bastion.storage import Database, StorageUnavailable
 from bastion.storage.migrate import current_revision, head_revision, upgrade_to_head
 from bastion.storage.signing_keys import rotate_signing_key
@@ -103,6 +105,11 @@ def serve(
     configure_logging(settings.log_level)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise _fail("bastion: --ssl-certfile and --ssl-keyfile go together", code=2)
+    if ssl_certfile is not None and ssl_keyfile is not None:
+        try:
+            check_tls_files(ssl_certfile, ssl_keyfile)
+        except ServerConfigError as error:
+            raise _fail(f"bastion: {error}", code=2) from None
     if workers > 1 and settings.redis_url is None:
         raise _fail(
             "bastion: --workers above 1 needs BASTION_REDIS_URL: without Redis each worker "
@@ -122,6 +129,41 @@ def serve(
         workers=workers,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+    )
+
+
+@cli.command("dev-cert")
+def dev_cert(
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing certificate and key.")
+    ] = False,
+) -> None:
+    """Write a self-signed certificate and key for local HTTPS into the data dir.
+
+    For local development only. Valid 90 days for localhost, 127.0.0.1 and ::1 (ECDSA P-256).
+    Clients trust it only when told to, e.g. with curl --cacert. In production, use a
+    certificate from a CA, or terminate TLS at a proxy (docs/deployment.md).
+    """
+    settings = load_settings()  # logging left unconfigured: the paths are the only output
+    try:
+        pair = write_dev_certificate(settings.data_dir, force=force)
+    except DevCertExists as exists:
+        raise _fail(
+            f"bastion: {exists.path} exists already; nothing was written "
+            "(--force replaces the certificate and the key)"
+        ) from None
+    except OSError as error:
+        raise _fail(f"bastion: cannot write to the data dir: {error.strerror or error}") from None
+    certfile, keyfile = shlex.quote(str(pair.certfile)), shlex.quote(str(pair.keyfile))
+    typer.echo(
+        f"certificate: {pair.certfile}\n"
+        f"private key: {pair.keyfile}\n"
+        f"valid until {pair.not_valid_after:%Y-%m-%d %H:%M} UTC, for localhost, 127.0.0.1 "
+        "and ::1; for local development only\n"
+        "serve over HTTPS with:\n"
+        f"  bastion serve --ssl-certfile {certfile} --ssl-keyfile {keyfile}\n"
+        "and trust it in a client, e.g.:\n"
+        f"  curl --cacert {certfile} https://127.0.0.1:8000/health/live"
     )
 
 

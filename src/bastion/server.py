@@ -1,20 +1,275 @@
-"""uvicorn with bastion's hardening, in one place for ``bastion serve`` and the tests.
+"""uvicorn with bastion's hardening, in one place for ``bastion serve``, the tests and the bench.
 
-Chosen settings: no ``Server`` header; forwarded headers believed only from configured
-proxies; uvicorn's own access log off (ours carries the request id and route); short
-keep-alive and a bounded graceful shutdown. (uvicorn's httptools parser has no header-size
-cap; put a reverse proxy with one in front, see docs/operations.md.)
+``build_config`` makes the ``uvicorn.Config``; ``serve`` runs it the way ``uvicorn.run`` does
+(one process, or a supervisor over ``workers`` processes sharing one bound socket). The
+choices, each explained in docs/operations.md ("Server hardening"):
+
+- No ``Server`` header; uvicorn's access log off (bastion's own line has the request id and
+  the route template, never the query string); logging left to bastion's JSON pipeline.
+- ``proxy_headers=False``: uvicorn never rewrites the client address or scheme. Bastion's
+  proxy-headers middleware, driven by ``BASTION_TRUSTED_PROXIES``, is the one place that
+  decides them; a second, differently configured rewrite would make the audit log's client
+  address depend on which one ran.
+- A bounded request head. uvicorn's httptools parser (llhttp) buffers a request line and
+  headers of any size, and uvicorn waits for them forever; h11 has a size cap but costs
+  about 100 us of CPU a request (a third of the throughput of a cheap route).
+  ``BoundedHttpToolsProtocol`` keeps httptools and adds both bounds: 431 for a head still
+  incomplete past ``MAX_REQUEST_HEAD_BYTES``, and the connection closed when a head is not
+  complete ``REQUEST_HEAD_TIMEOUT_SECONDS`` after it began (or after the connection opened).
+- ``limit_concurrency``: past ``MAX_CONCURRENCY`` open connections or running requests per
+  worker, uvicorn answers 503 at once instead of queueing without bound; ``backlog`` bounds
+  the kernel's queue of connections not yet accepted. The head timeout keeps silent or slow
+  connections from holding those places.
+- No WebSocket protocol (the service has no WebSocket route): less code facing clients.
+- Keep-alive 5 s; on SIGTERM open requests get ``GRACEFUL_SHUTDOWN_SECONDS`` to finish.
+- TLS (``--ssl-certfile``/``--ssl-keyfile``): TLS 1.2 at least, set on the context
+  explicitly rather than left to Python's or OpenSSL's defaults; for TLS 1.2 only ECDHE
+  suites with AEAD ciphers (Mozilla's "intermediate" list); no renegotiation. HSTS is sent
+  by the secure-headers middleware on every https request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+import sys
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from bastion.config import Settings
 
 SERVICE_APP = "bastion.app:app_from_environment"
 KEEP_ALIVE_SECONDS = 5
 GRACEFUL_SHUTDOWN_SECONDS = 10
+# Per worker: open connections (idle keep-alive ones included) and running requests. Beyond
+# it a request gets uvicorn's 503 at once. Below the usual 1024 open-files limit, so that the
+# service sheds load with a 503 before accept() starts failing.
+MAX_CONCURRENCY = 900
+# Connections the kernel holds for accept(); bursts only: the 503 above answers overload fast.
+# Linux caps it at net.core.somaxconn.
+BACKLOG = 1024
+# uvicorn's supervisor kills a worker that has not answered its first ping within this; its
+# default of 5 s is less than a fresh worker needs to import bastion on a busy two-core host
+# (2-3 s idle), which killed healthy workers at start under load.
+WORKER_HEALTHCHECK_SECONDS = 30
+# Request line plus headers, while incomplete: Node's default total, and h11's. bastion's own
+# requests need a few KiB at most (a bearer token is under 1 KiB).
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
+# From the connection's start (after the TLS handshake), or a kept-alive request's first
+# partial read, to the end of its headers. An API client sends a head in one go; nginx's
+# client_header_timeout is 60 s.
+REQUEST_HEAD_TIMEOUT_SECONDS = 10
+MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+# Mozilla's "intermediate" TLS 1.2 suites: forward secrecy and AEAD only. (TLS 1.3 suites are
+# all of that already; OpenSSL configures them separately.)
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the request head bounded in size and in time.
+
+    The size is counted per read while a head is incomplete (a read that completes the head
+    is not counted: its body part is not head), so a worker buffers at most
+    ``max_head_bytes`` plus one read of an unfinished head. Over it: 431 and the connection
+    closed. A head not complete within ``head_timeout`` of the connection's start, or (on a
+    kept-alive connection) of the first read that left it incomplete: the connection is
+    closed without an answer.
+    """
+
+    max_head_bytes = MAX_REQUEST_HEAD_BYTES
+    head_timeout: float = REQUEST_HEAD_TIMEOUT_SECONDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = False
+        self._head_bytes = 0
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse_head()
+            else:
+                # Only now: a head that arrives whole (the usual case) costs no timer.
+                self._arm_head_deadline()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm_head_deadline()
+        super().on_headers_complete()
+
+    def _arm_head_deadline(self) -> None:
+        # A deadline already running (from the connection's start) is kept, never extended.
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(self.head_timeout, self._head_too_slow)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _refuse_head(self) -> None:
+        self._disarm_head_deadline()
+        self.logger.warning("Request head too large.")
+        body = b"Request Header Fields Too Large"
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
+
+# The hardening as ``uvicorn.Config`` keyword arguments: ``build_config`` passes them, and a
+# gunicorn worker class can take the same (docs/deployment.md).
+UVICORN_HARDENING: Mapping[str, Any] = MappingProxyType(
+    {
+        "http": BoundedHttpToolsProtocol,
+        "ws": "none",  # the service has no WebSocket route: upgrades stay plain HTTP requests
+        "proxy_headers": False,
+        "server_header": False,
+        "log_config": None,
+        "access_log": False,
+        "limit_concurrency": MAX_CONCURRENCY,
+        "backlog": BACKLOG,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_SECONDS,
+    }
+)
+
+
+class ServerConfigError(ValueError):
+    """The server cannot start with these options; the message says why."""
+
+
+def harden_tls(context: ssl.SSLContext) -> ssl.SSLContext:
+    """TLS 1.2 at least, AEAD suites with forward secrecy, no renegotiation."""
+    context.minimum_version = MIN_TLS_VERSION
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    return context
+
+
+def hardened_tls_context(
+    _config: uvicorn.Config, default: Callable[[], ssl.SSLContext]
+) -> ssl.SSLContext:
+    """uvicorn's ``ssl_context_factory``: its own context (certificate, key), then hardened.
+    Module-level, so that ``--workers`` can pickle the config for its worker processes."""
+    return harden_tls(default())
+
+
+def check_tls_files(certfile: str, keyfile: str) -> None:
+    """Raises ``ServerConfigError`` unless the two files load as a certificate chain and its
+    unencrypted private key: a legible refusal instead of a traceback from every worker."""
+
+    def no_password() -> str:
+        raise ServerConfigError(
+            f"{keyfile} is encrypted; give bastion serve an unencrypted key (readable by the "
+            "service's user only)"
+        )
+
+    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise ServerConfigError(f"{option} {path}: no such file") from None
+        except PermissionError:
+            raise ServerConfigError(f"{option} {path}: not readable by this user") from None
+        except IsADirectoryError:
+            raise ServerConfigError(f"{option} {path}: is a directory") from None
+        except OSError as error:
+            raise ServerConfigError(f"{option} {path}: {error.strerror}") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile, no_password)
+    except ssl.SSLError:
+        raise ServerConfigError(
+            f"{certfile} and {keyfile} are not a PEM certificate chain and its private key"
+        ) from None
+
+
+def build_config(
+    settings: Settings,
+    *,
+    app_factory: str = SERVICE_APP,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> uvicorn.Config:
+    """The uvicorn configuration ``bastion serve`` runs with."""
+    if workers > 1 and settings.redis_url is None:
+        # The CLI says so first, with the reason; this guards every other caller.
+        raise ServerConfigError("more than one worker needs BASTION_REDIS_URL")
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise ServerConfigError("--ssl-certfile and --ssl-keyfile go together")
+    return uvicorn.Config(
+        app_factory,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        # uvicorn counts a factory as TLS whether or not there are files: only with them.
+        ssl_context_factory=hardened_tls_context if ssl_certfile else None,
+        **UVICORN_HARDENING,
+    )
+
+
+def serve(config: uvicorn.Config) -> None:
+    """``uvicorn.run``'s two paths without reload: one process, or ``Multiprocess`` over a
+    socket bound here; exits with uvicorn's start-up failure code when the server never
+    started."""
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            socket = config.bind_socket()
+            Multiprocess(config, sockets=[socket]).run()
+        else:
+            config.load_app()  # fails fast, before binding, when the app does not import
+            server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started and config.workers == 1:
+        sys.exit(STARTUP_FAILURE)
 
 
 def run_server(
@@ -27,20 +282,14 @@ def run_server(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
 ) -> None:
-    trusted = settings.trusted_proxies
-    uvicorn.run(
-        app_factory,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or [],
-        server_header=False,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    serve(
+        build_config(
+            settings,
+            app_factory=app_factory,
+            host=host,
+            port=port,
+            workers=workers,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+        )
     )
