@@ -93,7 +93,10 @@ def main() -> None:
     # Limits stay on (every request is counted) but high enough that wrk measures the
     # counting, not a stream of 429s.
     env.update(
-        {"BASTION_RATE_LIMIT_DEFAULT": "1000000000/minute", "BASTION_RATE_LIMIT_LOGIN": "1000/minute"}
+        {
+            "BASTION_RATE_LIMIT_DEFAULT": "1000000000/minute",
+            "BASTION_RATE_LIMIT_LOGIN": "1000/minute",
+        }
     )
     results = {}
     apps = (
