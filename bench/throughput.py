@@ -59,14 +59,22 @@ def _wait(port: int) -> None:
     raise RuntimeError("server did not start")
 
 
-def _wrk(port: int, token: str | None) -> float:
+def _wrk(port: int, token: str | None) -> tuple[float, int]:
+    """Requests per second and the number of requests wrk completed."""
     command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", f"http://127.0.0.1:{port}/bench"]
     if token:
         command[1:1] = ["-H", f"Authorization: Bearer {token}"]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert match, output
-    return float(match.group(1))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    count = re.search(r"(\d+) requests in", output)
+    assert rate and count, output
+    return float(rate.group(1)), int(count.group(1))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _token(port: int) -> str:
@@ -98,7 +106,8 @@ def main() -> None:
             "BASTION_RATE_LIMIT_LOGIN": "1000/minute",
         }
     )
-    results = {}
+    results: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     apps = (
         ("bare", "bench.apps:bare"),
         ("table", "bench.apps:bare_with_bastions_routes"),
@@ -116,17 +125,25 @@ def main() -> None:
             _wait(port)
             token = _token(port) if name == "bastion" else None
             _wrk(port, token)  # warm-up
-            results[name] = _wrk(port, token)
+            cpu_before = _cpu_seconds(server.pid)
+            results[name], count = _wrk(port, token)
+            # The server's own CPU per request: steadier than req/s on a shared machine,
+            # where wrk and neighbours take cores from the server unevenly.
+            cpu[name] = (_cpu_seconds(server.pid) - cpu_before) / count * 1e6
         finally:
             server.terminate()
             server.wait(timeout=20)
     shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"bare FastAPI route, alone:         {results['bare']:8.0f} req/s")
-    print(f"bare route, bastion's route table: {results['table']:8.0f} req/s")
+    labels = {
+        "bare": "bare FastAPI route, alone:        ",
+        "table": "bare route, bastion's route table:",
+        "bastion": "bastion, require() + bearer:      ",
+    }
+    for name, label in labels.items():
+        print(f"{label} {results[name]:8.0f} req/s, {cpu[name]:6.1f} us of server CPU a request")
     print(
-        f"bastion, require() + bearer:       {results['bastion']:8.0f} req/s "
-        f"({results['bastion'] / results['table']:.2f}x of the same table, "
-        f"{results['bastion'] / results['bare']:.2f}x of a lone route)"
+        f"bastion against the same table: {results['bastion'] / results['table']:.2f}x by req/s, "
+        f"{cpu['table'] / cpu['bastion']:.2f}x by server CPU"
     )
 
 

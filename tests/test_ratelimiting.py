@@ -286,3 +286,10 @@ async def test_a_route_declares_its_own_quota(start: Start) -> None:
     assert_limit_headers(first, "scarce", 2, 3600)
     assert (await client.get("/scarce")).status_code == 200
     assert (await client.get("/scarce")).status_code == 429
+
+
+async def test_head_and_get_share_one_count(start: Start) -> None:
+    _, client = await start(rate_limit_default="2/minute")
+    assert (await client.head("/health/ready")).status_code == 200
+    assert (await client.get("/health/ready")).status_code == 200
+    assert (await client.head("/health/ready")).status_code == 429

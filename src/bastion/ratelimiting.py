@@ -107,7 +107,10 @@ class RateLimiter:
         else:
             client = "ip:" + client_key(client_address(scope))
         route = scope.get("route")
-        route_name = f"{scope['method']} {getattr(route, 'path', scope['path'])}"
+        # HEAD is answered by the GET route: one count for both, or alternating them would
+        # double the quota.
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        route_name = f"{method} {getattr(route, 'path', scope['path'])}"
         key = rate_limit_key(quota, route_name, client)
         try:
             counted = await self.store.hit(key, amount=quota.amount, window=quota.window)
