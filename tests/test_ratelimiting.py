@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from bastion.app import create_app
 from bastion.dependencies import public
@@ -293,3 +293,20 @@ async def test_head_and_get_share_one_count(start: Start) -> None:
     assert (await client.head("/health/ready")).status_code == 200
     assert (await client.get("/health/ready")).status_code == 200
     assert (await client.head("/health/ready")).status_code == 429
+
+
+async def test_routers_included_under_prefixes_count_apart(start: Start) -> None:
+    """A toolkit user's routers, included with prefixes: the key is the full template."""
+    app, client = await start(rate_limit_default="2/minute")
+    router = APIRouter()
+
+    @router.get("/items/{item_id}", dependencies=[public()])
+    async def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    app.include_router(router, prefix="/v1")
+    app.include_router(router, prefix="/v2")
+    for number in range(2):
+        assert (await client.get(f"/v1/items/{number}")).status_code == 200
+    assert (await client.get("/v1/items/9")).status_code == 429
+    assert (await client.get("/v2/items/1")).status_code == 200

@@ -24,6 +24,7 @@ from bastion.authentication import Authenticator
 from bastion.config import Finding, Settings
 from bastion.errors import InsufficientScope, Unauthenticated
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
+from bastion.middleware.route_template import route_template
 from bastion.ratelimiting import RateLimiter
 from bastion.security.permissions import ALL_PERMISSIONS
 from bastion.security.principal import Principal
@@ -134,7 +135,7 @@ async def audit_denial(request: Request, principal: Principal, missing: list[str
         subject_id=principal.user_id,
         details={
             "method": request.method,
-            "route": getattr(request.scope.get("route"), "path", None),
+            "route": route_template(request.scope),
             "missing": " ".join(missing),
         },
     )

@@ -19,6 +19,7 @@ from typing import Any, Final
 from bastion.config import Settings
 from bastion.errors import RateLimited
 from bastion.logs import get_logger
+from bastion.middleware.route_template import route_template
 from bastion.middleware.secure_headers import EXTRA_HEADERS_SCOPE_KEY
 from bastion.security.client_ip import client_address
 from bastion.security.ratelimits import (
@@ -106,11 +107,10 @@ class RateLimiter:
             client = "user:" + user_id
         else:
             client = "ip:" + client_key(client_address(scope))
-        route = scope.get("route")
         # HEAD is answered by the GET route: one count for both, or alternating them would
-        # double the quota.
+        # double the quota. Policies run only on matched routes, so a template exists.
         method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        route_name = f"{method} {getattr(route, 'path', scope['path'])}"
+        route_name = f"{method} {route_template(scope)}"
         key = rate_limit_key(quota, route_name, client)
         try:
             counted = await self.store.hit(key, amount=quota.amount, window=quota.window)

@@ -16,18 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.logs import write_access_line
 from bastion.middleware.request_id import request_id_of
+from bastion.middleware.route_template import route_template
 from bastion.security.client_ip import client_address
 
 USER_ID_SCOPE_KEY = "bastion.user_id"
 MAX_LOGGED_PATH = 200
 
 AccessSink = Callable[[dict[str, Any]], None]
-
-
-def _route_template(scope: Scope) -> str | None:
-    route = scope.get("route")
-    template = getattr(route, "path", None)
-    return template if isinstance(template, str) else None
 
 
 class AccessLogMiddleware:
@@ -54,7 +49,7 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            route = _route_template(scope)
+            route = route_template(scope)
             self.sink(
                 {
                     "method": scope["method"],
