@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from bastion.app import create_app
-from bastion.dependencies import public
+from bastion.dependencies import BearerToken, PublicPolicy, public
 from bastion.security.passwords import PasswordHasher
 from bastion.security.ratelimits import RateLimit
 from bastion.storage.migrate import upgrade_to_head
@@ -310,3 +311,29 @@ async def test_routers_included_under_prefixes_count_apart(start: Start) -> None
         assert (await client.get(f"/v1/items/{number}")).status_code == 200
     assert (await client.get("/v1/items/9")).status_code == 429
     assert (await client.get("/v2/items/1")).status_code == 200
+
+
+def _route_rate_limits(route: APIRoute) -> set[RateLimit]:
+    found: set[RateLimit] = set()
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        if isinstance(dependant.call, PublicPolicy | BearerToken) and dependant.call.rate_limit:
+            found.add(dependant.call.rate_limit)
+        pending.extend(dependant.dependencies)
+    return found
+
+
+def test_every_limited_route_documents_its_429(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "data"))
+    document = app.openapi()
+    checked = 0
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        for method in route.methods or ():
+            responses = document["paths"][route.path][method.lower()]["responses"]
+            limited = bool(_route_rate_limits(route))
+            assert ("429" in responses) is limited, (method, route.path)
+            checked += limited
+    assert checked >= 15

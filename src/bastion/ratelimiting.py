@@ -43,6 +43,31 @@ log = get_logger("bastion.ratelimits")
 COUNTED_SCOPE_KEY: Final = "bastion.rate_limited"
 _POLICY_HEADER: Final = b"ratelimit-policy"
 _STATE_HEADER: Final = b"ratelimit"
+_HEADER_DOC = {"schema": {"type": "string"}}
+# The OpenAPI description of what every rate-limited route may answer (routers add it).
+RATE_LIMITED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": (
+            "Too many requests for this route's quota (problem details); retry after "
+            "Retry-After seconds. Every counted response carries RateLimit-Policy and RateLimit."
+        ),
+        "content": {"application/problem+json": {}},
+        "headers": {
+            "Retry-After": {
+                "description": "seconds until the next request would be allowed",
+                "schema": {"type": "integer"},
+            },
+            "RateLimit-Policy": {
+                "description": '"<name>";q=<quota>;w=<window seconds>',
+                **_HEADER_DOC,
+            },
+            "RateLimit": {
+                "description": '"<name>";r=<remaining>;t=<seconds until more fits>',
+                **_HEADER_DOC,
+            },
+        },
+    }
+}
 # At most one "failing open" warning per this many seconds: an outage must not flood the log.
 FAIL_OPEN_LOG_INTERVAL: Final = 10.0
 

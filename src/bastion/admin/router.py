@@ -16,10 +16,11 @@ from bastion.dependencies import AppDatabase, DbSession, require
 from bastion.errors import BadRequest
 from bastion.identity.service import IdentityService, RequestContext
 from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.security.cursors import CursorCodec, InvalidCursor
 from bastion.security.principal import Principal
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=RATE_LIMITED_RESPONSES)
 """The admin API."""
 
 USERS_CURSOR = "admin.users"

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from bastion.authentication import Authenticator
 from bastion.dependencies import AppDatabase, public
+from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.storage import StorageUnavailable
 
 router = APIRouter(prefix="/health", tags=["operations"])
@@ -32,7 +33,10 @@ async def live() -> HealthStatus:
 @router.head("/ready", include_in_schema=False, dependencies=[public()])
 @router.get(
     "/ready",
-    responses={503: {"description": "the database or Redis does not answer"}},
+    responses={
+        503: {"description": "the database or Redis does not answer"},
+        **RATE_LIMITED_RESPONSES,
+    },
     dependencies=[public()],
 )
 async def ready(database: AppDatabase, request: Request) -> HealthStatus:

@@ -18,10 +18,11 @@ from bastion.identity.schemas import (
     UserPublic,
 )
 from bastion.identity.service import GrantError, IdentityService, RequestContext
+from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import LOGIN_LIMIT, REGISTER_LIMIT
 
-router = APIRouter(tags=["identity"])
+router = APIRouter(tags=["identity"], responses=RATE_LIMITED_RESPONSES)
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 10

@@ -23,8 +23,9 @@ from bastion.notes.dependencies import (
 )
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate, SearchText, ShareCreate
 from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 
-router = APIRouter(tags=["notes"])
+router = APIRouter(tags=["notes"], responses=RATE_LIMITED_RESPONSES)
 
 Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: Responses = {404: {"description": "No such note, or not one the caller may see."}}
