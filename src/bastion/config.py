@@ -36,10 +36,6 @@ MAX_SESSION_SECONDS = 90 * 86_400
 MAX_LOCKOUT_THRESHOLD = 100
 
 
-async def _refuse_everything(*_: object) -> None:
-    raise RuntimeError("only used to validate settings")
-
-
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One insecure setting: the variable to change and why."""
@@ -126,9 +122,9 @@ class Settings(BaseSettings):
     def _valid_hosts(cls, value: list[str]) -> list[str]:
         """Checked here, not only when the middleware is built on the first request, so a
         typo stops the start with a settings error."""
-        from bastion.middleware.trusted_host import TrustedHostMiddleware
+        from bastion.middleware.trusted_host import AllowedHosts
 
-        TrustedHostMiddleware(_refuse_everything, allowed_hosts=value)
+        AllowedHosts.parse(value)
         return value
 
     @field_validator("cors_origins")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,25 +69,31 @@ def _entry_host(entry: str) -> str:
     return host
 
 
-class TrustedHostMiddleware:
-    """Refuses (400 problem) HTTP requests, and WebSocket handshakes, for any other host."""
+@dataclass(frozen=True, slots=True)
+class AllowedHosts:
+    """``BASTION_ALLOWED_HOSTS`` parsed once: exact names, ``*.`` suffixes, or any host."""
 
-    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str]) -> None:
-        self.app = app
+    exact: frozenset[str]
+    suffixes: tuple[str, ...]
+    allow_any: bool
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> AllowedHosts:
+        """ValueError for an entry that is not a host name or a supported wildcard; the
+        settings validator calls this too, so a typo stops the start."""
         exact: set[str] = set()
         suffixes: list[str] = []
-        self.allow_any = False
-        for entry in allowed_hosts:
+        allow_any = False
+        for entry in entries:
             if entry.strip() == "*":
-                self.allow_any = True
+                allow_any = True
             elif entry.strip().startswith("*."):
                 suffixes.append("." + _entry_host(entry.strip()[2:]))
             elif "*" in entry:
                 raise ValueError(f"only a leading '*.' wildcard is supported: {entry!r}")
             else:
                 exact.add(_entry_host(entry))
-        self.exact = frozenset(exact)
-        self.suffixes = tuple(suffixes)
+        return cls(frozenset(exact), tuple(suffixes), allow_any)
 
     def is_allowed(self, host: str | None) -> bool:
         if host is None:
@@ -97,9 +104,17 @@ class TrustedHostMiddleware:
             host.endswith(suffix) and len(host) > len(suffix) for suffix in self.suffixes
         ) and bool(_NAME.fullmatch(host))
 
+
+class TrustedHostMiddleware:
+    """Refuses (400 problem) HTTP requests, and WebSocket handshakes, for any other host."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = AllowedHosts.parse(allowed_hosts)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if self.allow_any or (kind != "http" and kind != "websocket"):
+        if self.allowed.allow_any or (kind != "http" and kind != "websocket"):
             await self.app(scope, receive, send)
             return
 
@@ -109,7 +124,7 @@ class TrustedHostMiddleware:
             if name == b"host":
                 seen += 1
                 host = host_name(value.decode("latin-1"))
-        if seen == 1 and self.is_allowed(host):
+        if seen == 1 and self.allowed.is_allowed(host):
             await self.app(scope, receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION})
