@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from bastion.app import create_app
-from bastion.dependencies import BearerToken, PublicPolicy, public
+from bastion.dependencies import public, route_rate_limits
 from bastion.security.passwords import PasswordHasher
 from bastion.security.ratelimits import RateLimit
 from bastion.storage.migrate import upgrade_to_head
@@ -313,17 +313,6 @@ async def test_routers_included_under_prefixes_count_apart(start: Start) -> None
     assert (await client.get("/v2/items/1")).status_code == 200
 
 
-def _route_rate_limits(route: APIRoute) -> set[RateLimit]:
-    found: set[RateLimit] = set()
-    pending = list(route.dependant.dependencies)
-    while pending:
-        dependant = pending.pop()
-        if isinstance(dependant.call, PublicPolicy | BearerToken) and dependant.call.rate_limit:
-            found.add(dependant.call.rate_limit)
-        pending.extend(dependant.dependencies)
-    return found
-
-
 def test_every_limited_route_documents_its_429(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path / "data"))
     document = app.openapi()
@@ -333,7 +322,7 @@ def test_every_limited_route_documents_its_429(tmp_path: Path) -> None:
             continue
         for method in route.methods or ():
             responses = document["paths"][route.path][method.lower()]["responses"]
-            limited = bool(_route_rate_limits(route))
+            limited = bool(route_rate_limits(route))
             assert ("429" in responses) is limited, (method, route.path)
             checked += limited
     assert checked >= 15

@@ -9,10 +9,12 @@ threadpool hop per request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from functools import cache
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.models import OAuthFlowPassword, OAuthFlows
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import OAuth2, SecurityScopes
@@ -110,15 +112,10 @@ async def _count(request: Request, rate_limit: RateLimit | None, *, user_id: str
         await limiter.check(request.scope, rate_limit, user_id=user_id)
 
 
-_bearer_tokens: dict[RateLimit | None, BearerToken] = {}
-
-
+@cache
 def _bearer_token(rate_limit: RateLimit | None) -> BearerToken:
     """One dependency object per rate limit, so FastAPI's per-request cache still applies."""
-    bearer = _bearer_tokens.get(rate_limit)
-    if bearer is None:
-        bearer = _bearer_tokens[rate_limit] = BearerToken(rate_limit)
-    return bearer
+    return BearerToken(rate_limit)
 
 
 bearer_token = _bearer_token(DEFAULT_LIMIT)
@@ -153,7 +150,9 @@ class PublicPolicy:
         await _count(request, self.rate_limit, user_id=None)
 
 
-_public_policies: dict[RateLimit | None, PublicPolicy] = {}
+@cache
+def _public_policy(rate_limit: RateLimit | None) -> PublicPolicy:
+    return PublicPolicy(rate_limit)
 
 
 def public(*, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> Any:
@@ -162,10 +161,7 @@ def public(*, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> Any:
     ``rate_limit`` is the route's quota per client address (``None``: not limited, for
     liveness probes that must answer whatever happens to the rate-limit store).
     """
-    policy = _public_policies.get(rate_limit)
-    if policy is None:
-        policy = _public_policies[rate_limit] = PublicPolicy(rate_limit)
-    return Depends(policy)
+    return Depends(_public_policy(rate_limit))
 
 
 def authenticated(*, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> Any:
@@ -182,24 +178,40 @@ def require(*permissions: str, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> 
     return Security(_bearer_token(rate_limit), scopes=list(permissions))
 
 
-def route_policy(route: Any) -> str | None:
-    """What a FastAPI route declares (``public``, ``authenticated``, ``require: a b``), or
-    None. ``route`` is an ``APIRoute`` or the route context FastAPI builds for a route of an
-    included router, whose dependant carries the router's dependencies too."""
+def _policy_dependants(route: Any) -> Iterator[tuple[Dependant, PublicPolicy | BearerToken]]:
+    """The policy dependencies of a route (``APIRoute`` or an included route's context,
+    whose dependant carries the router's dependencies too), however deeply nested."""
     pending = list(route.dependant.dependencies)
-    policies: list[str] = []
     while pending:
         dependant = pending.pop()
-        if isinstance(dependant.call, PublicPolicy):
+        if isinstance(dependant.call, PublicPolicy | BearerToken):
+            yield dependant, dependant.call
+        pending.extend(dependant.dependencies)
+
+
+def route_policy(route: Any) -> str | None:
+    """What a FastAPI route declares (``public``, ``authenticated``, ``require: a b``), or
+    None."""
+    policies: list[str] = []
+    for dependant, policy in _policy_dependants(route):
+        if isinstance(policy, PublicPolicy):
             policies.append("public")
-        elif isinstance(dependant.call, BearerToken):
+        else:
             scopes = sorted(dependant.own_oauth_scopes or [])
             policies.append(f"require: {' '.join(scopes)}" if scopes else "authenticated")
-        pending.extend(dependant.dependencies)
     if not policies:
         return None
     # The strictest declaration wins when several are present.
     return max(policies, key=lambda policy: (policy.startswith("require"), policy != "public"))
+
+
+def route_rate_limits(route: Any) -> set[RateLimit]:
+    """The ``RateLimit`` every policy of the route names (empty: not limited)."""
+    return {
+        policy.rate_limit
+        for _, policy in _policy_dependants(route)
+        if policy.rate_limit is not None
+    }
 
 
 def declared_rate_limits(app: FastAPI) -> set[RateLimit]:
@@ -207,15 +219,8 @@ def declared_rate_limits(app: FastAPI) -> set[RateLimit]:
     no configured quota then stops the start instead of failing requests."""
     found: set[RateLimit] = set()
     for context in iter_route_contexts(app.routes):
-        if not isinstance(context.original_route, APIRoute):
-            continue
-        pending = list(context.dependant.dependencies)
-        while pending:
-            dependant = pending.pop()
-            limit = getattr(dependant.call, "rate_limit", None)
-            if isinstance(dependant.call, PublicPolicy | BearerToken) and limit is not None:
-                found.add(limit)
-            pending.extend(dependant.dependencies)
+        if isinstance(context.original_route, APIRoute):
+            found |= route_rate_limits(context)
     return found
 
 
