@@ -164,8 +164,5 @@ class RateLimiter:
             self._last_fail_open_log = now
             log.warning("rate_limit_store_unavailable_failing_open")
 
-    async def ping(self) -> bool:
-        return await self.store.ping()
-
     async def close(self) -> None:
         await self.store.close()

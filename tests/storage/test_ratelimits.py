@@ -88,7 +88,7 @@ async def test_the_window_slides(store: RateLimitStore) -> None:
 async def test_the_memory_store_decides_with_the_shared_arithmetic(
     previous: int, current: int, elapsed: float
 ) -> None:
-    """The in-process store inlines ``weighted_usage`` for speed; both must agree."""
+    """The in-process store decides with ``weighted_usage``, anywhere in the window."""
     index = 28_000_000
     store = MemoryRateLimitStore(clock=FakeClock(index * 60 + elapsed))
     store._windows["k"] = [index, current, previous]

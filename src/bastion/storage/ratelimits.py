@@ -21,8 +21,9 @@ from typing import Final, Protocol
 
 import redis.asyncio
 
+from bastion.security.ratelimits import weighted_usage
 from bastion.storage.database import StorageUnavailable
-from bastion.storage.redis_client import REDIS_UNAVAILABLE
+from bastion.storage.redis_client import REDIS_UNAVAILABLE, redis_answers
 
 DEFAULT_MAX_KEYS: Final = 50_000
 
@@ -93,7 +94,7 @@ class MemoryRateLimitStore:
                 entry[1] = 0
                 entry[0] = int(index)
         current, previous = entry[1], entry[2]
-        used = _weighted(previous, current, elapsed, window)
+        used = weighted_usage(previous, current, elapsed, window)
         allowed = used + 1 <= amount
         if allowed:
             current += 1
@@ -105,14 +106,6 @@ class MemoryRateLimitStore:
 
     async def close(self) -> None:
         self._windows.clear()
-
-
-def _weighted(previous: int, current: int, elapsed: float, window: float) -> int:
-    # Inlined copy of security.ratelimits.weighted_usage's expression: a function call per
-    # request is measurable at this level, and tests check that both agree.
-    weighted = previous * (window - elapsed) / window
-    whole = int(weighted)
-    return (whole + 1 if weighted > whole else whole) + current
 
 
 # KEYS[1] the client's hash {i: window index, c: current count, p: previous count};
@@ -172,10 +165,7 @@ class RedisRateLimitStore:
         )
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self.client.ping())
-        except REDIS_UNAVAILABLE:
-            return False
+        return await redis_answers(self.client)
 
     async def close(self) -> None:
         await self.client.aclose()

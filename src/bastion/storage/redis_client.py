@@ -44,3 +44,11 @@ def redis_client_from_url(url: str) -> redis.asyncio.Redis:
         socket_timeout=REDIS_READ_TIMEOUT,
         retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
     )
+
+
+async def redis_answers(client: redis.asyncio.Redis) -> bool:
+    """Whether Redis answers a PING (readiness); its failures are a False, never a raise."""
+    try:
+        return bool(await client.ping())
+    except REDIS_UNAVAILABLE:
+        return False

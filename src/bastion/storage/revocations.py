@@ -23,9 +23,7 @@ from typing import Final, Literal, Protocol
 import redis.asyncio
 
 from bastion.storage.database import StorageUnavailable
-from bastion.storage.redis_client import (
-    REDIS_UNAVAILABLE,
-)
+from bastion.storage.redis_client import REDIS_UNAVAILABLE, redis_answers
 
 logger = logging.getLogger(__name__)
 
@@ -308,10 +306,7 @@ class RedisRevocationStore:
         return cutoff is not None and issued_at < int(cutoff)
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self.client.ping())
-        except REDIS_UNAVAILABLE:
-            return False
+        return await redis_answers(self.client)
 
     async def close(self) -> None:
         await self.client.aclose()
