@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from bastion.identity.schemas import StrictModel, UserPublic
+from bastion.identity.schemas import UserPublic
+from bastion.schemas import StrictModel
 from bastion.security.permissions import ROLE_PERMISSIONS
 
 MAX_ROLES = 16  # far more than there are roles; only stops absurd bodies

@@ -16,6 +16,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from bastion.schemas import StrictModel
+
 USERNAME_PATTERN = r"^[a-z0-9_.-]{3,32}$"
 
 
@@ -37,10 +39,6 @@ def _normalise_email(value: str) -> str:
 Email = Annotated[EmailStr, AfterValidator(_normalise_email)]
 # Length is checked by the password policy (after NFKC); this only stops absurd bodies.
 PasswordField = Annotated[str, Field(min_length=1, max_length=1024)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
 class RegisterRequest(StrictModel):

@@ -12,9 +12,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, StringConstraints, field_validator
 
 from bastion.identity.schemas import Username
+from bastion.schemas import StrictModel
 from bastion.security.sanitize import PlainText, SafeHTML
 
 MAX_TITLE_CHARACTERS = 200  # the width of notes.title
@@ -54,10 +55,6 @@ SearchText = Annotated[
     *PlainText.__metadata__,
     AfterValidator(_no_surrogates),
 ]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
 class NoteCreate(StrictModel):
