@@ -22,7 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -32,6 +32,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from bastion.clock import utc_now
 from bastion.errors import BadRequest, Forbidden, InvalidFields
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate
 from bastion.security.cursors import CursorCodec, InvalidCursor
@@ -41,10 +42,6 @@ from bastion.storage.tables import Note, NoteShare, User
 READ_ALL = "notes:read_all"
 INVALID_CURSOR_DETAIL = "The cursor is not valid for this listing."
 LIKE_ESCAPE = "\\"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
