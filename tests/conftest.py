@@ -1,4 +1,5 @@
-"""Shared fixtures: every storage test runs on SQLite and on a real PostgreSQL server."""
+"""Shared fixtures: every storage test runs on SQLite and on a real PostgreSQL server; real
+Redis servers, shared per worker or a test's own."""
 
 from __future__ import annotations
 
@@ -39,6 +40,17 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.destroy()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop, kill or restart it: doing that
+    to the worker's shared one would break the other tests."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -6,69 +6,52 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from bastion.security.ratelimits import weighted_usage
 from bastion.storage import StorageUnavailable
-from bastion.storage.ratelimits import (
-    MemoryRateLimitStore,
-    RateLimitStore,
-    RedisRateLimitStore,
-)
+from bastion.storage.ratelimits import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
 from bastion.storage.redis_client import redis_client_from_url
 from tests.servers.postgres import free_port
 from tests.servers.redis import RedisServer
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[RateLimitStore]:
-    if request.param == "memory":
-        memory = MemoryRateLimitStore()
-        yield memory
-        await memory.close()
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    # A fresh prefix per test keeps tests independent on the worker's shared server.
-    shared = RedisRateLimitStore(
-        redis_client_from_url(server.url), prefix=f"test:{uuid.uuid4().hex}:"
-    )
-    yield shared
-    await shared.close()
-
-
-async def test_exactly_the_quota_passes_under_concurrency(store: RateLimitStore) -> None:
+async def test_exactly_the_quota_passes_under_concurrency(rate_limit_store: RateLimitStore) -> None:
     results = await asyncio.gather(
-        *(store.hit("default:GET /x:ip:192.0.2.1", amount=20, window=3600) for _ in range(60))
+        *(
+            rate_limit_store.hit("default:GET /x:ip:192.0.2.1", amount=20, window=3600)
+            for _ in range(60)
+        )
     )
     assert sum(result.allowed for result in results) == 20
     refused = [result for result in results if not result.allowed]
     assert all(result.current == 20 for result in refused)
 
 
-async def test_keys_count_apart(store: RateLimitStore) -> None:
+async def test_keys_count_apart(rate_limit_store: RateLimitStore) -> None:
     for _ in range(3):
-        assert (await store.hit("k:a", amount=3, window=3600)).allowed
-    assert not (await store.hit("k:a", amount=3, window=3600)).allowed
-    assert (await store.hit("k:b", amount=3, window=3600)).allowed
+        assert (await rate_limit_store.hit("k:a", amount=3, window=3600)).allowed
+    assert not (await rate_limit_store.hit("k:a", amount=3, window=3600)).allowed
+    assert (await rate_limit_store.hit("k:b", amount=3, window=3600)).allowed
 
 
-async def test_a_hit_reports_the_counters_the_headers_need(store: RateLimitStore) -> None:
-    first = await store.hit("k", amount=5, window=3600)
-    second = await store.hit("k", amount=5, window=3600)
+async def test_a_hit_reports_the_counters_the_headers_need(
+    rate_limit_store: RateLimitStore,
+) -> None:
+    first = await rate_limit_store.hit("k", amount=5, window=3600)
+    second = await rate_limit_store.hit("k", amount=5, window=3600)
     assert (first.allowed, first.previous, first.current) == (True, 0, 1)
     assert (second.previous, second.current) == (0, 2)
     assert 0 <= second.elapsed < 3600
 
 
-async def test_the_window_slides(store: RateLimitStore) -> None:
+async def test_the_window_slides(rate_limit_store: RateLimitStore) -> None:
     """A one-second window: spent now, and free again two windows on."""
-    assert (await store.hit("k", amount=1, window=1)).allowed
-    assert not (await store.hit("k", amount=1, window=1)).allowed
+    assert (await rate_limit_store.hit("k", amount=1, window=1)).allowed
+    assert not (await rate_limit_store.hit("k", amount=1, window=1)).allowed
     await asyncio.sleep(2.05)
-    assert (await store.hit("k", amount=1, window=1)).allowed
+    assert (await rate_limit_store.hit("k", amount=1, window=1)).allowed
 
 
 @pytest.mark.parametrize(
@@ -137,19 +120,17 @@ async def test_an_unreachable_redis_is_unavailable_fast_never_allowed() -> None:
         await store.close()
 
 
-async def test_redis_counts_again_once_it_is_back() -> None:
-    server = RedisServer().start()
-    store = RedisRateLimitStore(redis_client_from_url(server.url))
+async def test_redis_counts_again_once_it_is_back(own_redis: RedisServer) -> None:
+    store = RedisRateLimitStore(redis_client_from_url(own_redis.url))
     try:
         assert (await store.hit("k", amount=10, window=60)).allowed
-        server.stop()
+        own_redis.stop()
         with pytest.raises(StorageUnavailable):
             await store.hit("k", amount=10, window=60)
-        server.start()
+        own_redis.start()
         assert (await store.hit("k", amount=10, window=60)).allowed
     finally:
         await store.close()
-        server.destroy()
 
 
 def _address_key(number: int) -> str:

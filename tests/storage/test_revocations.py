@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,22 +25,6 @@ NOW = 1_700_000_000
 HOUR = 3600
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[RevocationStore]:
-    if request.param == "memory":
-        memory = MemoryRevocationStore()
-        yield memory
-        await memory.close()
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    # A fresh prefix per test keeps tests independent on the worker's shared server.
-    shared = RedisRevocationStore(
-        redis_client_from_url(server.url), prefix=f"test:{uuid.uuid4().hex}:"
-    )
-    yield shared
-    await shared.close()
-
-
 async def _revoked(
     store: RevocationStore,
     *,
@@ -54,86 +36,88 @@ async def _revoked(
     return await store.is_revoked(jti=jti, sid=sid, user_id=user_id, issued_at=issued_at)
 
 
-async def test_nothing_is_revoked_at_first(store: RevocationStore) -> None:
-    assert await store.ping()
-    assert not await _revoked(store, jti="j", sid="s", user_id="u")
+async def test_nothing_is_revoked_at_first(revocation_store: RevocationStore) -> None:
+    assert await revocation_store.ping()
+    assert not await _revoked(revocation_store, jti="j", sid="s", user_id="u")
 
 
 async def test_a_revoked_session_revokes_every_token_of_it_and_no_other(
-    store: RevocationStore,
+    revocation_store: RevocationStore,
 ) -> None:
-    await store.revoke_session("sid-1", ttl_seconds=HOUR)
-    assert await _revoked(store, jti="jti-a", sid="sid-1")
-    assert await _revoked(store, jti="jti-b", sid="sid-1", user_id="anyone")
-    assert not await _revoked(store, jti="jti-a", sid="sid-2")
+    await revocation_store.revoke_session("sid-1", ttl_seconds=HOUR)
+    assert await _revoked(revocation_store, jti="jti-a", sid="sid-1")
+    assert await _revoked(revocation_store, jti="jti-b", sid="sid-1", user_id="anyone")
+    assert not await _revoked(revocation_store, jti="jti-a", sid="sid-2")
 
 
-async def test_a_revoked_token_revokes_only_that_token(store: RevocationStore) -> None:
-    await store.revoke_token("jti-1", ttl_seconds=HOUR)
-    assert await _revoked(store, jti="jti-1", sid="sid-1")
-    assert not await _revoked(store, jti="jti-2", sid="sid-1")
+async def test_a_revoked_token_revokes_only_that_token(revocation_store: RevocationStore) -> None:
+    await revocation_store.revoke_token("jti-1", ttl_seconds=HOUR)
+    assert await _revoked(revocation_store, jti="jti-1", sid="sid-1")
+    assert not await _revoked(revocation_store, jti="jti-2", sid="sid-1")
 
 
 async def test_kinds_never_collide_even_with_colons_in_identifiers(
-    store: RevocationStore,
+    revocation_store: RevocationStore,
 ) -> None:
-    await store.revoke_token("sid:x", ttl_seconds=HOUR)
-    await store.revoke_session("jti:y", ttl_seconds=HOUR)
-    await store.revoke_user_tokens_before("z", NOW + 10, ttl_seconds=HOUR)
-    assert not await _revoked(store, jti="x", sid="x")
-    assert not await _revoked(store, jti="jti:y", sid="y")
-    assert not await _revoked(store, jti="z", sid="z", user_id="user:z")
-    assert await _revoked(store, jti="sid:x")
-    assert await _revoked(store, sid="jti:y")
+    await revocation_store.revoke_token("sid:x", ttl_seconds=HOUR)
+    await revocation_store.revoke_session("jti:y", ttl_seconds=HOUR)
+    await revocation_store.revoke_user_tokens_before("z", NOW + 10, ttl_seconds=HOUR)
+    assert not await _revoked(revocation_store, jti="x", sid="x")
+    assert not await _revoked(revocation_store, jti="jti:y", sid="y")
+    assert not await _revoked(revocation_store, jti="z", sid="z", user_id="user:z")
+    assert await _revoked(revocation_store, jti="sid:x")
+    assert await _revoked(revocation_store, sid="jti:y")
 
 
 async def test_a_user_cutoff_revokes_only_older_tokens_of_that_user(
-    store: RevocationStore,
+    revocation_store: RevocationStore,
 ) -> None:
-    await store.revoke_user_tokens_before("user-1", NOW, ttl_seconds=HOUR)
-    assert await _revoked(store, user_id="user-1", issued_at=NOW - 1)
-    assert not await _revoked(store, user_id="user-1", issued_at=NOW)
-    assert not await _revoked(store, user_id="user-1", issued_at=NOW + 1)
-    assert not await _revoked(store, user_id="user-2", issued_at=NOW - 1)
+    await revocation_store.revoke_user_tokens_before("user-1", NOW, ttl_seconds=HOUR)
+    assert await _revoked(revocation_store, user_id="user-1", issued_at=NOW - 1)
+    assert not await _revoked(revocation_store, user_id="user-1", issued_at=NOW)
+    assert not await _revoked(revocation_store, user_id="user-1", issued_at=NOW + 1)
+    assert not await _revoked(revocation_store, user_id="user-2", issued_at=NOW - 1)
 
 
-async def test_a_lower_later_cutoff_never_lowers_the_stored_one(store: RevocationStore) -> None:
-    await store.revoke_user_tokens_before("user-1", NOW, ttl_seconds=HOUR)
-    await store.revoke_user_tokens_before("user-1", NOW - 100, ttl_seconds=HOUR)
-    assert await _revoked(store, user_id="user-1", issued_at=NOW - 50)
-    await store.revoke_user_tokens_before("user-1", NOW + 100, ttl_seconds=HOUR)
-    assert await _revoked(store, user_id="user-1", issued_at=NOW + 50)
-    assert not await _revoked(store, user_id="user-1", issued_at=NOW + 100)
+async def test_a_lower_later_cutoff_never_lowers_the_stored_one(
+    revocation_store: RevocationStore,
+) -> None:
+    await revocation_store.revoke_user_tokens_before("user-1", NOW, ttl_seconds=HOUR)
+    await revocation_store.revoke_user_tokens_before("user-1", NOW - 100, ttl_seconds=HOUR)
+    assert await _revoked(revocation_store, user_id="user-1", issued_at=NOW - 50)
+    await revocation_store.revoke_user_tokens_before("user-1", NOW + 100, ttl_seconds=HOUR)
+    assert await _revoked(revocation_store, user_id="user-1", issued_at=NOW + 50)
+    assert not await _revoked(revocation_store, user_id="user-1", issued_at=NOW + 100)
 
 
 async def test_entries_expire_after_their_ttl_and_a_shorter_ttl_never_shortens_one(
-    store: RevocationStore,
+    revocation_store: RevocationStore,
 ) -> None:
-    await store.revoke_token("short-jti", ttl_seconds=1)
-    await store.revoke_session("short-sid", ttl_seconds=1)
-    await store.revoke_user_tokens_before("short-user", NOW, ttl_seconds=1)
-    await store.revoke_token("long-jti", ttl_seconds=HOUR)
-    await store.revoke_token("long-jti", ttl_seconds=1)
-    await store.revoke_user_tokens_before("long-user", NOW, ttl_seconds=HOUR)
-    await store.revoke_user_tokens_before("long-user", NOW - 10, ttl_seconds=1)
-    assert await _revoked(store, jti="short-jti")
-    assert await _revoked(store, sid="short-sid")
-    assert await _revoked(store, user_id="short-user", issued_at=NOW - 1)
+    await revocation_store.revoke_token("short-jti", ttl_seconds=1)
+    await revocation_store.revoke_session("short-sid", ttl_seconds=1)
+    await revocation_store.revoke_user_tokens_before("short-user", NOW, ttl_seconds=1)
+    await revocation_store.revoke_token("long-jti", ttl_seconds=HOUR)
+    await revocation_store.revoke_token("long-jti", ttl_seconds=1)
+    await revocation_store.revoke_user_tokens_before("long-user", NOW, ttl_seconds=HOUR)
+    await revocation_store.revoke_user_tokens_before("long-user", NOW - 10, ttl_seconds=1)
+    assert await _revoked(revocation_store, jti="short-jti")
+    assert await _revoked(revocation_store, sid="short-sid")
+    assert await _revoked(revocation_store, user_id="short-user", issued_at=NOW - 1)
 
     await asyncio.sleep(1.1)
 
-    assert not await _revoked(store, jti="short-jti")
-    assert not await _revoked(store, sid="short-sid")
-    assert not await _revoked(store, user_id="short-user", issued_at=NOW - 1)
-    assert await _revoked(store, jti="long-jti")
-    assert await _revoked(store, user_id="long-user", issued_at=NOW - 1)
+    assert not await _revoked(revocation_store, jti="short-jti")
+    assert not await _revoked(revocation_store, sid="short-sid")
+    assert not await _revoked(revocation_store, user_id="short-user", issued_at=NOW - 1)
+    assert await _revoked(revocation_store, jti="long-jti")
+    assert await _revoked(revocation_store, user_id="long-user", issued_at=NOW - 1)
 
 
 @pytest.mark.parametrize("ttl", [0, -5])
-async def test_a_ttl_must_be_positive(store: RevocationStore, ttl: int) -> None:
+async def test_a_ttl_must_be_positive(revocation_store: RevocationStore, ttl: int) -> None:
     with pytest.raises(ValueError, match="ttl_seconds"):
-        await store.revoke_token("jti-1", ttl_seconds=ttl)
-    assert not await _revoked(store, jti="jti-1")
+        await revocation_store.revoke_token("jti-1", ttl_seconds=ttl)
+    assert not await _revoked(revocation_store, jti="jti-1")
 
 
 # --- the memory store's bound ----------------------------------------------------------
@@ -209,14 +193,6 @@ async def test_memory_entries_expire_on_the_monotonic_clock(clock: FakeClock) ->
 
 
 # --- Redis going away --------------------------------------------------------------------
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A server of this test's own: stopping the worker's shared one would break others."""
-    server = RedisServer().start()
-    yield server
-    server.destroy()
 
 
 async def test_redis_down_fails_closed_fast_and_recovers_with_the_same_client(
