@@ -30,17 +30,13 @@ def status_phrase(status: int) -> str:
 
 
 def problem_document(
-    status: int,
-    detail: str,
-    request_id: str | None,
-    *,
-    title: str | None = None,
-    problem_type: str = "about:blank",
-    errors: list[FieldError] | None = None,
+    status: int, detail: str, request_id: str | None, *, errors: list[FieldError] | None = None
 ) -> dict[str, Any]:
+    """Every problem is ``about:blank`` titled by its status: the status and ``detail`` say
+    all a client needs, and no problem type URI has to be kept alive."""
     document: dict[str, Any] = {
-        "type": problem_type,
-        "title": title or status_phrase(status),
+        "type": "about:blank",
+        "title": status_phrase(status),
         "status": status,
         "detail": detail,
         "request_id": request_id,

@@ -137,9 +137,6 @@ class TrustedProxies:
     def __bool__(self) -> bool:
         return bool(self._exact or self._networks)
 
-    def __contains__(self, address: object) -> bool:
-        return isinstance(address, str) and self.normalized_member(address) is not None
-
     def normalized_member(self, address: str) -> str | None:
         """``address`` in canonical form when it is trusted, otherwise None."""
         if address in self._exact:

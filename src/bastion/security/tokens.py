@@ -29,7 +29,6 @@ _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "scope")
 LEEWAY_SECONDS = 30
-ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 RSA_KEY_BITS = 3072
 
 
