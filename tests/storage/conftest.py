@@ -51,11 +51,17 @@ async def _memory_or_redis(
 
 @pytest.fixture(params=STORE_BACKENDS)
 async def rate_limit_store(request: pytest.FixtureRequest) -> AsyncIterator[RateLimitStore]:
-    async with _memory_or_redis(request, MemoryRateLimitStore, RedisRateLimitStore) as store:
+    stores: contextlib.AbstractAsyncContextManager[RateLimitStore] = _memory_or_redis(
+        request, MemoryRateLimitStore, RedisRateLimitStore
+    )
+    async with stores as store:
         yield store
 
 
 @pytest.fixture(params=STORE_BACKENDS)
 async def revocation_store(request: pytest.FixtureRequest) -> AsyncIterator[RevocationStore]:
-    async with _memory_or_redis(request, MemoryRevocationStore, RedisRevocationStore) as store:
+    stores: contextlib.AbstractAsyncContextManager[RevocationStore] = _memory_or_redis(
+        request, MemoryRevocationStore, RedisRevocationStore
+    )
+    async with stores as store:
         yield store
