@@ -42,12 +42,22 @@ def test_comma_separated_lists_come_from_the_environment(
     assert settings.cors_origins == ["https://app.example.com"]
 
 
+def test_origins_with_a_port_or_an_ipv6_host_are_accepted(tmp_path: Path) -> None:
+    origins = ["https://app.example.com:8443", "http://[::1]:8000", "http://127.0.0.1:3000"]
+    assert make_settings(tmp_path, cors_origins=origins).cors_origins == origins
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
         ("trusted_proxies", ["not-an-ip"]),
         ("cors_origins", ["javascript:alert(1)"]),
         ("cors_origins", ["https://example.com/path"]),
+        # Ports no browser can send in an Origin: such an entry would never match.
+        ("cors_origins", ["https://example.com:99999"]),
+        ("cors_origins", ["https://example.com:https"]),
+        ("cors_origins", ["https://example.com:"]),
+        ("cors_origins", ["http://::1"]),  # an IPv6 host must be bracketed
         ("issuer", "ftp://example.com"),
         ("max_body_bytes", 0),
         ("lockout_threshold", 0),

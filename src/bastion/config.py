@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bastion.security.hostport import parse_host_port
 from bastion.security.ratelimits import parse_limit
 
 CommaList = Annotated[list[str], NoDecode]
@@ -134,7 +135,8 @@ class Settings(BaseSettings):
             if origin == "*":
                 continue
             parts = urlsplit(origin)
-            if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path:
+            host = parse_host_port(parts.netloc)
+            if parts.scheme not in {"http", "https"} or host is None or parts.path:
                 raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
         return value
 

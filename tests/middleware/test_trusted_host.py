@@ -84,6 +84,8 @@ async def test_allowed_hosts_pass(host: bytes) -> None:
         b"[::1]x",
         b"api.example.com:http",
         b"api.example.com:123456",
+        b"api.example.com:99999",  # no such port
+        b"[::1]:65536",
         b"api.example.com@evil.example",
         b"",
         b"<script>alert(1)</script>",
@@ -127,7 +129,16 @@ async def test_lifespan_passes() -> None:
     assert ran
 
 
-@pytest.mark.parametrize("entry", ["api.*.example.com", "*example.com", "bad host"])
+async def test_an_entry_with_a_port_allows_its_host_on_any_port() -> None:
+    """The port is ignored on both sides, for IPv6 literals as for names."""
+    for host in (b"[::1]", b"[::1]:9000", b"localhost:9000"):
+        ran, _ = await _call([host], allowed=["[::1]:8000", "localhost:8000"])
+        assert ran
+
+
+@pytest.mark.parametrize(
+    "entry", ["api.*.example.com", "*example.com", "bad host", "[1.2.3.4]", "[::1]:http"]
+)
 def test_unsupported_entries_are_refused_at_start(entry: str) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         raise AssertionError

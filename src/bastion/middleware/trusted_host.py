@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.middleware.request_id import request_id_of
 from bastion.problems import send_problem
+from bastion.security.hostport import parse_host_port
 
 INVALID_HOST_DETAIL = "Invalid host: the Host header does not name a host this server answers to."
 # RFC 6455 §7.4.1 "policy violation": a refused WebSocket handshake becomes HTTP 403.
@@ -34,39 +35,32 @@ _NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 def host_name(value: str) -> str | None:
     """The lower-case host of a ``Host`` value without its port (IPv6 kept in brackets), or
     None when the value is not shaped like a host."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        host, rest = value[: end + 1], value[end + 1 :]
-        if end < 0 or (rest and not (rest[0] == ":" and _is_port(rest[1:]))):
-            return None
-        return host
-    host, colon, port = value.partition(":")
-    if colon and not _is_port(port):
+    # RFC 3986 allows an empty port ("example.com:"): it means the default. An IPv6 literal
+    # must be bracketed in a Host header.
+    parsed = parse_host_port(value.lower(), empty_port=True)
+    if parsed is None:
         return None
-    host = host.removesuffix(".")
-    return host or None
-
-
-def _is_port(text: str) -> bool:
-    # RFC 3986 allows an empty port ("example.com:"): it means the default.
-    return text == "" or (len(text) <= 5 and text.isascii() and text.isdigit())
+    if parsed.bracketed:
+        return f"[{parsed.host}]"
+    return parsed.host.removesuffix(".") or None
 
 
 def _entry_host(entry: str) -> str:
     """An allow-list entry in the form ``host_name`` gives; a bare IPv6 literal is bracketed
-    and every IPv6 literal written canonically, as browsers send it."""
+    and every IPv6 literal written canonically, as browsers send it. A port is ignored, as
+    in the ``Host`` header."""
     entry = entry.strip().lower()
-    bare = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
-    if ":" in bare:
+    parsed = parse_host_port(entry, empty_port=True, bare_ipv6=True)
+    if parsed is not None and (parsed.bracketed or ":" in parsed.host):
         try:
-            return f"[{ipaddress.IPv6Address(bare)}]"
+            return f"[{ipaddress.IPv6Address(parsed.host)}]"
         except ValueError:
             pass
-    host = host_name(entry)
-    if host is None or not _NAME.fullmatch(host):
-        raise ValueError(f"not a host name: {entry!r}")
-    return host
+    elif parsed is not None:
+        host = parsed.host.removesuffix(".")
+        if _NAME.fullmatch(host):
+            return host
+    raise ValueError(f"not a host name: {entry!r}")
 
 
 @dataclass(frozen=True, slots=True)

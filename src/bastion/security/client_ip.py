@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+from bastion.security.hostport import parse_host_port
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ProxyHeader = Literal["x-forwarded-for", "forwarded"]
 Scheme = Literal["http", "https"]
@@ -82,18 +84,11 @@ def _normalize_address(text: str) -> str | None:
 
 
 def _parse_address(text: str) -> IPAddress | None:
-    text = text.strip()
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not (rest.startswith(":") and _is_port(rest[1:]))):
-            return None
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-        if not _is_port(port):
-            return None
-    else:
-        host = text
-    host = host.partition("%")[0]
+    # RFC 7239 §6 writes a node's port as 1*5DIGIT (never empty); proxies write IPv6 bare too.
+    parsed = parse_host_port(text, bare_ipv6=True)
+    if parsed is None:
+        return None
+    host = parsed.host.partition("%")[0]
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -101,10 +96,6 @@ def _parse_address(text: str) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-def _is_port(text: str) -> bool:
-    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= 65_535
 
 
 class TrustedProxies:
