@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bastion.config import SQLITE_FILE_NAME
 from tests.servers.postgres import PostgresServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +35,10 @@ STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 LOG_TAIL_CHARS = 4000
 PORT_ATTEMPTS = 3
+CLI_TIMEOUT = 60
 ECHO_APP = "tests.e2e.echo_app:create_echo_app"
-ECHO_RUNNER = (
+# Serves the app an ``app_factory`` (``module:function``) makes, under ``bastion serve``'s uvicorn.
+FACTORY_RUNNER = (
     "from bastion.server import run_server; from bastion.config import Settings; "
     "run_server(Settings(), app_factory={app!r}, port={port})"
 )
@@ -165,16 +169,30 @@ def service_env(data_dir: Path, **variables: str) -> dict[str, str]:
     return env
 
 
-def migrate(env: Mapping[str, str], cwd: Path) -> None:
-    result = subprocess.run(
-        [str(BASTION), "migrate"],
+def with_tests_importable(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the repository on ``PYTHONPATH``, for servers of apps defined in tests."""
+    path = os.pathsep.join(part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part)
+    return {**env, "PYTHONPATH": path}
+
+
+def run_bastion(
+    *args: str, env: Mapping[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """One ``bastion`` command as an operator runs it: a process of its own, output captured."""
+    return subprocess.run(
+        [str(BASTION), *args],
         env=dict(env),
         cwd=cwd,
+        input=stdin,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=CLI_TIMEOUT,
         check=False,
     )
+
+
+def migrate(env: Mapping[str, str], cwd: Path) -> None:
+    result = run_bastion("migrate", env=env, cwd=cwd)
     if result.returncode != 0:
         output = f"{result.stdout}\n{result.stderr}"
         pytest.fail(f"`bastion migrate` exited {result.returncode}:\n{output}")
@@ -184,22 +202,47 @@ def serve_command(port: int) -> list[str]:
     return [str(BASTION), "serve", "--port", str(port)]
 
 
-def echo_command(port: int) -> list[str]:
-    return [sys.executable, "-c", ECHO_RUNNER.format(app=ECHO_APP, port=port)]
+def factory_command(app: str) -> Command:
+    """Serves the app ``app`` (``module:function``) makes; see ``with_tests_importable``."""
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-c", FACTORY_RUNNER.format(app=app, port=port)]
+
+    return command
 
 
-def _wait_until_live(server: LiveServer) -> bool:
-    """True once /health/live answers 200; False when the process died (e.g. port taken)."""
+echo_command = factory_command(ECHO_APP)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, found through /proc."""
+    found: list[int] = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            if int(stat_file.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat_file.parent.name))
+    return found
+
+
+def _wait_until_live(server: LiveServer, certfile: Path | None) -> bool:
+    """True once /health/live answers 200 (over HTTPS verified against ``certfile`` when
+    given); False when the process died (e.g. port taken)."""
+    url = f"{server.base_url}/health/live"
+    verify: ssl.SSLContext | bool = True
+    if certfile is not None:
+        url = f"https://localhost:{server.port}/health/live"
+        verify = ssl.create_default_context(cafile=str(certfile))
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             return False
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.base_url}/health/live", timeout=1.0).status_code == 200:
+            if httpx.get(url, verify=verify, timeout=1.0).status_code == 200:
                 return True
         time.sleep(0.1)
     stop_server(server)
-    pytest.fail(f"no answer on /health/live within {STARTUP_TIMEOUT} s:\n{server.log_tail()}")
+    pytest.fail(f"no answer on {url} within {STARTUP_TIMEOUT} s:\n{server.log_tail()}")
 
 
 def start_server(
@@ -209,8 +252,10 @@ def start_server(
     env: Mapping[str, str],
     backend: str,
     port: int | None = None,
+    certfile: Path | None = None,
 ) -> LiveServer:
-    """Starts ``command(port)`` in ``root`` and waits until it serves; fails with the log tail."""
+    """Starts ``command(port)`` in ``root`` and waits until it serves (over HTTPS when the
+    server's ``certfile`` is given); fails with the log tail."""
     root.mkdir(parents=True, exist_ok=True)
     data_dir = Path(env["BASTION_DATA_DIR"])
     log_path = root / "server.log"
@@ -222,7 +267,7 @@ def start_server(
                 command(chosen), cwd=root, env=dict(env), stdout=log, stderr=subprocess.STDOUT
             )
         server = LiveServer(backend, chosen, root, data_dir, log_path, process)
-        if _wait_until_live(server):
+        if _wait_until_live(server, certfile):
             return server
         tail = server.log_tail()
         if "address already in use" not in tail.lower():
@@ -243,24 +288,66 @@ def stop_server(server: LiveServer) -> None:
 
 @contextlib.contextmanager
 def running(
-    command: Command, *, root: Path, env: Mapping[str, str], backend: str, port: int | None = None
+    command: Command,
+    *,
+    root: Path,
+    env: Mapping[str, str],
+    backend: str,
+    port: int | None = None,
+    certfile: Path | None = None,
 ) -> Iterator[LiveServer]:
-    server = start_server(command, root=root, env=env, backend=backend, port=port)
+    server = start_server(
+        command, root=root, env=env, backend=backend, port=port, certfile=certfile
+    )
     try:
         yield server
     finally:
         stop_server(server)
 
 
+@dataclass
+class Deployment:
+    """A live server plus the environment its operator's commands must run with (the same
+    data dir, so the same SQLite file; or the same PostgreSQL URL)."""
+
+    server: LiveServer
+    env: dict[str, str]
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file (on the SQLite backend)."""
+        return self.server.data_dir / SQLITE_FILE_NAME
+
+    def bastion(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``bastion *args`` against this server's database while it serves."""
+        return run_bastion(*args, env=self.env, cwd=self.server.root, stdin=stdin)
+
+    def create_admin(self, username: str, password: str) -> None:
+        """``bastion create-admin`` with the password piped, as an operator would."""
+        result = self.bastion(
+            "create-admin",
+            "--username",
+            username,
+            "--email",
+            f"{username}@example.com",
+            stdin=password + "\n",
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert f"admin {username} created" in result.stdout, output
+        assert password not in output
+
+
 @contextlib.contextmanager
-def service(
+def deployed(
     root: Path, backend: str, postgres: PostgresServer | None = None, **variables: str
-) -> Iterator[LiveServer]:
-    """``bastion serve`` on SQLite (it migrates itself) or on a fresh PostgreSQL database."""
+) -> Iterator[Deployment]:
+    """``bastion serve`` on SQLite (it migrates itself) or on a fresh PostgreSQL database,
+    with the environment that reaches the same database."""
     env = service_env(root / "data", **variables)
     if backend == "sqlite":
         with running(serve_command, root=root, env=env, backend=backend) as server:
-            yield server
+            yield Deployment(server, env)
         return
     assert postgres is not None
     name = asyncio.run(postgres.create_database())
@@ -268,9 +355,26 @@ def service(
         env["BASTION_DATABASE_URL"] = postgres.url(name)
         migrate(env, root)
         with running(serve_command, root=root, env=env, backend=backend) as server:
-            yield server
+            yield Deployment(server, env)
     finally:
         asyncio.run(postgres.drop_database(name))
+
+
+@contextlib.contextmanager
+def service(
+    root: Path, backend: str, postgres: PostgresServer | None = None, **variables: str
+) -> Iterator[LiveServer]:
+    """``deployed``'s server alone, for tests that run no ``bastion`` command against it."""
+    with deployed(root, backend, postgres, **variables) as deployment:
+        yield deployment.server
+
+
+def postgres_for(request: pytest.FixtureRequest) -> PostgresServer | None:
+    """The session's PostgreSQL server when a backend-parametrized fixture runs on it."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server
+    return None
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -278,11 +382,8 @@ def live_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """The service as operators run it, on each database backend; for read-only checks."""
-    backend: str = request.param
-    postgres: PostgresServer | None = (
-        request.getfixturevalue("postgres_server") if backend == "postgresql" else None
-    )
-    with service(tmp_path_factory.mktemp(f"live-{backend}"), backend, postgres) as server:
+    root = tmp_path_factory.mktemp(f"live-{request.param}")
+    with service(root, request.param, postgres_for(request)) as server:
         yield server
 
 
@@ -297,10 +398,7 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
 def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The service plus ``POST /echo`` and ``GET /boom``, under the same uvicorn hardening."""
     root = tmp_path_factory.mktemp("echo")
-    env = service_env(root / "data")
-    env["PYTHONPATH"] = os.pathsep.join(
-        part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
-    )
+    env = with_tests_importable(service_env(root / "data"))
     migrate(env, root)
     with running(echo_command, root=root, env=env, backend="sqlite") as server:
         yield server

@@ -15,35 +15,36 @@ login limit allows within a minute.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import time
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import jwt
 import pytest
 
 from bastion.storage.signing_keys import RELOAD_INTERVAL_SECONDS
-from tests.e2e.conftest import (
-    LiveServer,
-    assert_problem,
-    assert_secure_headers,
-    service,
+from tests.e2e.api import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    ROOMY_LOGIN_LIMIT,
+    Api,
+    assert_invalid_grant,
+    assert_unauthorized,
+    cache_directives,
+    connected,
 )
-from tests.identity.helpers import NEW_PASSWORD, PASSWORD
-from tests.servers.postgres import PostgresServer
+from tests.e2e.conftest import LiveServer, assert_secure_headers, postgres_for, service
+from tests.identity.helpers import NEW_PASSWORD, PASSWORD, bearer
 
-# Generous, so the flow measures sessions and not the login limiter (tested elsewhere).
-LOGIN_LIMIT = "1000/minute"
-DEFAULT_ISSUER = "http://127.0.0.1:8000"
-DEFAULT_AUDIENCE = "bastion"
-INVALID_GRANT = {
-    "error": "invalid_grant",
-    "error_description": "The credentials or the grant are not valid.",
-}
 OTHER_WRONG_PASSWORD = "not the password of anybody at all"
-_request_ids = itertools.count(1)
+
+
+def identity_service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> contextlib.AbstractContextManager[LiveServer]:
+    """``bastion serve`` on the fixture's backend, logging in as often as the flows need."""
+    root = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    return service(root, request.param, postgres_for(request), rate_limit_login=ROOMY_LOGIN_LIMIT)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -51,128 +52,14 @@ def identity_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """``bastion serve`` as operators run it, one per backend, for state-changing flows."""
-    backend: str = request.param
-    postgres: PostgresServer | None = (
-        request.getfixturevalue("postgres_server") if backend == "postgresql" else None
-    )
-    root = tmp_path_factory.mktemp(f"identity-{backend}")
-    with service(root, backend, postgres, rate_limit_login=LOGIN_LIMIT) as server:
+    with identity_service(request, tmp_path_factory, "identity") as server:
         yield server
-
-
-class Api:
-    """A sync client that remembers every response and every secret it saw."""
-
-    def __init__(self, server: LiveServer, client: httpx.Client) -> None:
-        self.server = server
-        self.client = client
-        self.responses: list[httpx.Response] = []
-        self.secrets: set[str] = set()
-        self.last_request_id = ""
-
-    def request(self, method: str, path: str, **options: Any) -> httpx.Response:
-        self.last_request_id = f"e2e-identity-{next(_request_ids)}"
-        headers = dict(options.pop("headers", {}))
-        headers["X-Request-ID"] = self.last_request_id
-        response = self.client.request(method, path, headers=headers, **options)
-        self.responses.append(response)
-        return response
-
-    def register(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
-        self.secrets.add(password)
-        response = self.request(
-            "POST",
-            "/auth/register",
-            json={
-                "username": username,
-                "email": f"{username}@example.com",
-                "password": password,
-                "age": 30,
-            },
-        )
-        assert response.status_code == 201, response.text
-        user: dict[str, Any] = response.json()
-        assert set(user) == {"id", "username", "email", "age", "roles", "created_at"}, user
-        return user
-
-    def password_grant(self, username: str, password: str) -> httpx.Response:
-        self.secrets.add(password)
-        return self.request(
-            "POST",
-            "/auth/token",
-            data={"grant_type": "password", "username": username, "password": password},
-        )
-
-    def tokens_of(self, response: httpx.Response) -> dict[str, Any]:
-        assert response.status_code == 200, response.text
-        tokens: dict[str, Any] = response.json()
-        assert tokens["token_type"] == "bearer"
-        assert isinstance(tokens["expires_in"], int) and tokens["expires_in"] > 0
-        self.secrets.update((tokens["access_token"], tokens["refresh_token"]))
-        return tokens
-
-    def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
-        return self.tokens_of(self.password_grant(username, password))
-
-    def refresh(self, refresh_token: str) -> httpx.Response:
-        return self.request(
-            "POST",
-            "/auth/token",
-            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        )
-
-    def refreshed(self, refresh_token: str) -> dict[str, Any]:
-        return self.tokens_of(self.refresh(refresh_token))
-
-    def me(self, access_token: str) -> httpx.Response:
-        return self.request("GET", "/auth/me", headers=bearer(access_token))
-
-    def revoke(self, token: str, hint: str | None = None) -> httpx.Response:
-        form = {"token": token} | ({"token_type_hint": hint} if hint else {})
-        return self.request("POST", "/auth/revoke", data=form)
-
-    # -- verdicts ------------------------------------------------------------------------
-
-    def assert_alive(self, tokens: dict[str, Any], user: dict[str, Any]) -> None:
-        response = self.me(tokens["access_token"])
-        assert response.status_code == 200, response.text
-        assert response.json() == user
-
-    def assert_dead(self, tokens: dict[str, Any]) -> None:
-        """The access token is refused at once and the refresh token no longer refreshes."""
-        assert_unauthorized(self.me(tokens["access_token"]), tokens["access_token"])
-        assert_invalid_grant(self.refresh(tokens["refresh_token"]))
-
-    def assert_auth_responses_not_cached(self) -> None:
-        """Every /auth answer (200, 204, 400, 401, ...) carried ``Cache-Control: no-store``."""
-        auth = [r for r in self.responses if r.request.url.path.startswith("/auth")]
-        assert auth, "no /auth response was seen"
-        for response in auth:
-            where = f"{response.request.method} {response.request.url.path}"
-            directives = cache_directives(response)
-            assert "no-store" in directives, (where, response.status_code, directives)
-            assert_secure_headers(response)
-
-    def assert_log_holds_no_secret(self) -> None:
-        """The server's log, once the last request's access line is written, holds none of
-        the passwords or tokens sent or received (nor a token's signature alone)."""
-        assert self.server.access_records(self.last_request_id), "no access line logged"
-        text = self.server.log_text()
-        needles = set(self.secrets)
-        needles.update(
-            secret.rsplit(".", 1)[1] for secret in self.secrets if secret.count(".") == 2
-        )
-        leaked = sorted(needle for needle in needles if needle in text)
-        assert not leaked, f"{len(leaked)} secret(s) in the server log"
-        # Nor anything the database holds: no SQL, no signing key, no password hash.
-        for stored in ("PRIVATE KEY", "$argon2id$", "INSERT INTO", "SELECT "):
-            assert stored not in text, f"{stored!r} in the server log"
 
 
 @pytest.fixture
 def api(identity_server: LiveServer) -> Iterator[Api]:
-    with identity_server.client() as client:
-        yield Api(identity_server, client)
+    with connected(identity_server) as api:
+        yield api
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -180,42 +67,11 @@ def fresh_api(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Api]:
     """A server of the test's own: when it fails, it must not take the module's down too."""
-    backend: str = request.param
-    postgres: PostgresServer | None = (
-        request.getfixturevalue("postgres_server") if backend == "postgresql" else None
-    )
-    root = tmp_path_factory.mktemp(f"identity-fresh-{backend}")
     with (
-        service(root, backend, postgres, rate_limit_login=LOGIN_LIMIT) as server,
-        server.client() as client,
+        identity_service(request, tmp_path_factory, "identity-fresh") as server,
+        connected(server) as api,
     ):
-        yield Api(server, client)
-
-
-def bearer(access_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {access_token}"}
-
-
-def cache_directives(response: httpx.Response) -> set[str]:
-    value = response.headers.get("cache-control", "")
-    return {part.strip().lower() for part in value.split(",") if part.strip()}
-
-
-def assert_unauthorized(response: httpx.Response, *secrets: str) -> dict[str, Any]:
-    """401 problem details with a Bearer challenge, echoing none of ``secrets``."""
-    body = assert_problem(response, 401, *secrets)
-    challenge = response.headers.get("www-authenticate", "")
-    assert challenge.split(" ", 1)[0] == "Bearer", challenge
-    assert "no-store" in cache_directives(response), response.headers.get("cache-control")
-    return body
-
-
-def assert_invalid_grant(response: httpx.Response) -> None:
-    """RFC 6749 §5.2: 400 ``invalid_grant`` (plain JSON, not problem details), not cached."""
-    assert response.status_code == 400, response.text
-    assert response.headers["content-type"].split(";")[0] == "application/json"
-    assert response.json() == INVALID_GRANT
-    assert "no-store" in cache_directives(response), response.headers.get("cache-control")
+        yield api
 
 
 def test_the_account_life_cycle_over_http(api: Api) -> None:
