@@ -33,9 +33,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from bastion.clock import utc_now
-from bastion.errors import BadRequest, Forbidden, InvalidFields
+from bastion.errors import Forbidden, InvalidFields
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate
-from bastion.security.cursors import CursorCodec, InvalidCursor
+from bastion.pagination import TimeIdPosition, decode_cursor, read_time_id, time_id_values
+from bastion.security.cursors import CursorCodec
 from bastion.security.principal import Principal
 from bastion.storage.tables import Note, NoteShare, User
 
@@ -56,7 +57,7 @@ class Viewer:
         return cls(user_id=uuid.UUID(principal.user_id), read_all=READ_ALL in principal.scopes)
 
 
-Position = tuple[datetime, uuid.UUID]
+Position = TimeIdPosition
 """A keyset position: the (created_at, id) of the last note of a page."""
 
 
@@ -287,28 +288,13 @@ def listing_purpose(*, viewer: Viewer, all_notes: bool, q: str | None) -> str:
 
 
 def encode_position(codec: CursorCodec, purpose: str, position: Position) -> str:
-    created_at, note_id = position
-    return codec.encode(purpose, [created_at.isoformat(), str(note_id)])
+    return codec.encode(purpose, time_id_values(position))
 
 
 def decode_position(codec: CursorCodec, purpose: str, cursor: str) -> Position:
-    """The position in ``cursor``, or ``BadRequest`` for anything this server did not
-    issue for this very listing."""
-    try:
-        values = codec.decode(purpose, cursor)
-    except InvalidCursor:
-        raise BadRequest(INVALID_CURSOR_DETAIL) from None
-    # Signed by us, so well-formed; checked anyway, as input that crosses the network.
-    match values:
-        case [str(created_text), str(id_text)]:
-            try:
-                created_at = datetime.fromisoformat(created_text)
-                note_id = uuid.UUID(id_text)
-            except ValueError:
-                raise BadRequest(INVALID_CURSOR_DETAIL) from None
-            if created_at.tzinfo is not None:
-                return created_at, note_id
-    raise BadRequest(INVALID_CURSOR_DETAIL)
+    """The position in ``cursor``, or a 400 for anything this server did not issue for this
+    very listing."""
+    return decode_cursor(codec, purpose, cursor, read_time_id, detail=INVALID_CURSOR_DETAIL)
 
 
 def _after(position: Position) -> ColumnElement[bool]:
