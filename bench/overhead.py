@@ -62,12 +62,12 @@ def _guarded(data_dir: Path) -> FastAPI:
 
 
 async def _access_token(app: FastAPI) -> str:
-    ring = await app.state.identity.keys.ring()
+    ring = await app.state.bastion.keys.ring()
     return str(
         ring.sign(
             access_token_claims(
-                issuer=app.state.settings.issuer,
-                audience=app.state.settings.audience,
+                issuer=app.state.bastion.settings.issuer,
+                audience=app.state.bastion.settings.audience,
                 subject=str(uuid.uuid4()),
                 session_id=str(uuid.uuid4()),
                 scopes=["notes:read"],
@@ -106,7 +106,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         guarded = _guarded(Path(data_dir))
         bare = _bare(create_app(Settings(_env_file=None, data_dir=Path(data_dir))))
-        await upgrade_to_head(guarded.state.database.engine)
+        await upgrade_to_head(guarded.state.bastion.database.engine)
         async with guarded.router.lifespan_context(guarded):
             token = await _access_token(guarded)
             await _drive(bare, 2_000)

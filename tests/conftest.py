@@ -99,7 +99,7 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The app, migrated and started (lifespan: signing key, revocations), then shut down."""
     application = create_app(settings)
-    await upgrade_to_head(application.state.database.engine)
+    await upgrade_to_head(application.state.bastion.database.engine)
     async with application.router.lifespan_context(application):
         yield application
 

@@ -246,7 +246,7 @@ async def test_route_findings_name_each_unguarded_route(tmp_path: Path) -> None:
         assert found == [Finding("route", "GET /mine declares no policy", production_only=False)]
         assert [str(finding) for finding in found] == ["route: GET /mine declares no policy"]
     finally:
-        await application.state.database.dispose()
+        await application.state.bastion.database.dispose()
 
 
 def test_the_command_reports_an_unguarded_route_of_the_service(

@@ -63,7 +63,7 @@ async def probe_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
-    await app.state.database.dispose()
+    await app.state.bastion.database.dispose()
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:

@@ -26,7 +26,7 @@ async def test_readiness_follows_redis_and_recovers(tmp_path: Path, own_redis: R
     app = create_app(
         make_settings(tmp_path / "data", redis_url=own_redis.url, **FAST_HASHING)
     )
-    await upgrade_to_head(app.state.database.engine)
+    await upgrade_to_head(app.state.bastion.database.engine)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
@@ -50,7 +50,7 @@ async def test_the_app_starts_with_redis_down_and_restores_when_it_returns(
     app = create_app(
         make_settings(tmp_path / "data", redis_url=own_redis.url, **FAST_HASHING)
     )
-    await upgrade_to_head(app.state.database.engine)
+    await upgrade_to_head(app.state.bastion.database.engine)
     own_redis.stop()
     transport = httpx.ASGITransport(app=app)
     async with (

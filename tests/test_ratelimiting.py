@@ -18,6 +18,7 @@ from bastion.app import create_app
 from bastion.dependencies import public, route_rate_limits
 from bastion.security.passwords import PasswordHasher
 from bastion.security.ratelimits import RateLimit
+from bastion.services import services_of
 from bastion.storage.migrate import upgrade_to_head
 from tests.conftest import FAST_HASHING, make_settings
 from tests.identity.helpers import PASSWORD, bearer, login, password_grant, register
@@ -39,7 +40,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
         async def starter(**overrides: Any) -> Started:
             data_dir = tmp_path / uuid.uuid4().hex
             app = create_app(make_settings(data_dir, **FAST_HASHING, **overrides))
-            await upgrade_to_head(app.state.database.engine)
+            await upgrade_to_head(app.state.bastion.database.engine)
             await stack.enter_async_context(app.router.lifespan_context(app))
             transport = httpx.ASGITransport(app=app)
             client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
@@ -141,8 +142,9 @@ class CountingHasher(PasswordHasher):
 async def test_a_login_flood_is_refused_before_any_password_is_hashed(start: Start) -> None:
     app, client = await start(rate_limit_login="3/minute", lockout_threshold=100)
     await register(client, "alice")
-    hasher = CountingHasher(app.state.identity.hasher)
-    app.state.identity.hasher = hasher
+    services = services_of(app)
+    hasher = CountingHasher(services.grants.hasher)
+    services.grants.hasher = hasher
     guesses = [password_grant(client, "alice", f"guess number {n} long enough") for n in range(20)]
     responses = await asyncio.gather(*guesses)
     statuses = sorted(response.status_code for response in responses)
@@ -268,11 +270,11 @@ async def test_a_quota_name_without_a_configured_limit_stops_the_start(tmp_path:
     async def custom() -> None:
         return None
 
-    await upgrade_to_head(app.state.database.engine)
+    await upgrade_to_head(app.state.bastion.database.engine)
     with pytest.raises(LookupError, match="nowhere"):
         async with app.router.lifespan_context(app):
             pass
-    await app.state.database.dispose()
+    await app.state.bastion.database.dispose()
 
 
 async def test_a_route_declares_its_own_quota(start: Start) -> None:

@@ -42,14 +42,14 @@ async def service_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
     application = create_app(make_settings(tmp_path / "data", **FAST_HASHING))
     yield application
     # The lifespan, when it refused to start, never reached its own dispose.
-    database: Database = application.state.database
+    database: Database = application.state.bastion.database
     await database.dispose()
 
 
 @pytest.fixture
 async def fresh_app(service_app: FastAPI) -> FastAPI:
     """Migrated but not started: a test adds routes, then starts it."""
-    await upgrade_to_head(service_app.state.database.engine)
+    await upgrade_to_head(service_app.state.bastion.database.engine)
     return service_app
 
 
@@ -232,7 +232,7 @@ async def test_a_permission_route_answers_401_403_and_200(
     assert denied.headers["content-type"] == "application/problem+json"
     assert denied.json()["status"] == 403
 
-    database: Database = app.state.database
+    database: Database = app.state.bastion.database
     async with database.transaction() as session:
         events = await list_events(session, type=AuditEventType.ACCESS_DENIED, limit=10)
     (event,) = events

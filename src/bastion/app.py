@@ -11,20 +11,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from fastapi import APIRouter, FastAPI
 from starlette.middleware import Middleware
 
 from bastion import __version__
 from bastion.admin.router import router as admin_router
+from bastion.admin.service import AdminService
 from bastion.apidocs.router import mount_docs
 from bastion.authentication import Authenticator
+from bastion.clock import utc_now
 from bastion.config import Settings
 from bastion.dependencies import assert_routes_guarded, declared_rate_limits
 from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
+from bastion.identity.accounts import Accounts
+from bastion.identity.grants import Grants
+from bastion.identity.lockout import Lockout
+from bastion.identity.revocation import Revocation
 from bastion.identity.router import router as identity_router
-from bastion.identity.service import IdentityService
 from bastion.logs import configure_logging, get_logger
 from bastion.middleware import (
     AccessLogMiddleware,
@@ -43,6 +49,7 @@ from bastion.security.client_ip import TrustedProxies
 from bastion.security.cursors import CursorCodec
 from bastion.security.passwords import PasswordHasher
 from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
+from bastion.services import STATE_KEY, Services, services_of
 from bastion.storage import Database, StorageUnavailable
 from bastion.storage.ratelimits import (
     MemoryRateLimitStore,
@@ -112,9 +119,11 @@ def shared_stores(settings: Settings) -> tuple[RevocationStore, RateLimitStore]:
     return RedisRevocationStore(client), RedisRateLimitStore(client)
 
 
-def _identity_service(
-    settings: Settings, database: Database, revocations: RevocationStore
-) -> tuple[Authenticator, IdentityService]:
+def build_services(settings: Settings) -> Services:
+    """Everything the routes and policies use, wired once. The pagination cursors' secret
+    is in the database, so ``start_services`` adds it."""
+    database = Database.from_settings(settings)
+    revocations, counters = shared_stores(settings)
     keys = KeyRingHolder(database, settings)
     verifier = TokenVerifier(
         issuer=settings.issuer, audience=settings.audience, cache=VerifiedTokenCache()
@@ -124,57 +133,76 @@ def _identity_service(
         time_cost=settings.password_hash_time_cost,
         parallelism=settings.password_hash_parallelism,
     )
-    authenticator = Authenticator(keys=keys, verifier=verifier, revocations=revocations)
-    identity = IdentityService(
+    revocation = Revocation(
+        settings=settings, database=database, keys=keys, verifier=verifier, store=revocations
+    )
+    revocations.restore_with(revocation.restore_quietly)
+    lockout = Lockout(settings)
+    return Services(
         settings=settings,
         database=database,
-        hasher=hasher,
         keys=keys,
-        verifier=verifier,
-        revocations=revocations,
+        authenticator=Authenticator(keys=keys, verifier=verifier, revocations=revocations),
+        rate_limiter=RateLimiter.from_settings(settings, counters),
+        accounts=Accounts(
+            database=database, hasher=hasher, lockout=lockout, revocation=revocation
+        ),
+        grants=Grants(
+            settings=settings,
+            database=database,
+            hasher=hasher,
+            keys=keys,
+            lockout=lockout,
+            revocation=revocation,
+        ),
+        revocation=revocation,
+        admin=AdminService(revocation=revocation),
     )
-    revocations.restore_with(identity.restore_revocations_quietly)
-    return authenticator, identity
 
 
-async def start_identity(app: FastAPI) -> None:
+def install_services(app: FastAPI, services: Services) -> None:
+    """Makes ``services`` what this app's routes and policies use."""
+    setattr(app.state, STATE_KEY, services)
+
+
+async def start_services(app: FastAPI) -> None:
     """First start generates the signing key; every start re-applies recent revocations
-    (the in-process store begins empty)."""
-    identity: IdentityService = app.state.identity
-    database: Database = app.state.database
+    (the in-process store begins empty) and loads the cursor secret."""
+    services = services_of(app)
+    database = services.database
     async with database.transaction() as session:
-        await ensure_signing_key(session, identity.settings, now=identity.clock())
+        await ensure_signing_key(session, services.settings, now=utc_now())
     try:
-        await identity.restore_revocations()
+        await services.revocation.restore()
     except StorageUnavailable:
         # Redis is down: start anyway (readiness says 503, checks fail closed). The
         # restore marker is unset, so the first check after Redis returns restores.
         log.warning("revocation_store_unavailable_at_start")
-    await identity.keys.reload()
+    await services.keys.reload()
     async with database.transaction() as session:
-        secret = await service_secret(session, CURSOR_SECRET_NAME, now=identity.clock())
-    app.state.cursors = CursorCodec(secret)
+        secret = await service_secret(session, CURSOR_SECRET_NAME, now=utc_now())
+    install_services(app, replace(services, cursor_codec=CursorCodec(secret)))
+
+
+async def stop_services(services: Services) -> None:
+    # One Redis client serves both stores: closing it twice is harmless.
+    await services.rate_limiter.close()
+    await services.authenticator.revocations.close()
+    await services.database.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    database = Database.from_settings(settings)
-    revocations, counters = shared_stores(settings)
-    authenticator, identity = _identity_service(settings, database, revocations)
-    rate_limiter = RateLimiter.from_settings(settings, counters)
+    services = build_services(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Checked at start, not in create_app, so routes added afterwards count too.
         assert_routes_guarded(app)
         for rate_limit in declared_rate_limits(app):
-            rate_limiter.quota(rate_limit)
-        await start_identity(app)
+            services.rate_limiter.quota(rate_limit)
+        await start_services(app)
         yield
-        # One Redis client serves both stores: closing it twice is harmless.
-        await rate_limiter.close()
-        await identity.revocations.close()
-        await database.dispose()
+        await stop_services(services)
 
     app = FastAPI(
         title="bastion",
@@ -184,15 +212,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         openapi_url="/openapi.json",
-        middleware=_middleware(settings),
+        middleware=_middleware(services.settings),
         lifespan=lifespan,
     )
     app.state.public_paths = {app.openapi_url}
-    app.state.settings = settings
-    app.state.database = database
-    app.state.authenticator = authenticator
-    app.state.identity = identity
-    app.state.rate_limiter = rate_limiter
+    install_services(app, services)
     install_problem_handlers(app)
     for router in (health_router, identity_router, notes_router, admin_router):
         add_routes(app, router)

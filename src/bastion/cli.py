@@ -20,8 +20,8 @@ from bastion.admin.service import create_admin
 from bastion.audit.service import ChainVerification, verify_chain
 from bastion.config import Finding, Settings, insecure_findings
 from bastion.devcert import DevCertExists, write_dev_certificate
+from bastion.identity.accounts import AccountExists
 from bastion.identity.schemas import Email, Username
-from bastion.identity.service import AccountExists
 from bastion.logs import configure_logging
 from bastion.security.passwords import PasswordHasher, password_problems
 from bastion.server import ServerConfigError, check_tls_files, run_server
@@ -195,6 +195,7 @@ def _scratch_service_app(settings: Settings) -> Iterator[FastAPI]:
     """The service app built over a throw-away data dir, for reading its routes or OpenAPI
     document: nothing creates ./.bastion or talks to the configured database or Redis."""
     from bastion.app import create_app
+    from bastion.services import services_of
 
     with tempfile.TemporaryDirectory() as scratch:
         app = create_app(
@@ -205,7 +206,7 @@ def _scratch_service_app(settings: Settings) -> Iterator[FastAPI]:
         try:
             yield app
         finally:
-            asyncio.run(app.state.database.dispose())
+            asyncio.run(services_of(app).database.dispose())
 
 
 def service_route_findings(settings: Settings) -> list[Finding]:

@@ -20,37 +20,29 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import OAuth2, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
-from bastion.audit.service import record_event, request_record
-from bastion.authentication import Authenticator
-from bastion.config import Finding, Settings
+from bastion.config import Finding
 from bastion.errors import InsufficientScope, Unauthenticated
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
 from bastion.middleware.route_template import route_template
-from bastion.ratelimiting import RateLimiter
 from bastion.security.permissions import ALL_PERMISSIONS
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import DEFAULT_LIMIT, RateLimit
 from bastion.security.tokens import INVALID_TOKEN_DETAIL, InvalidToken
+from bastion.services import services_of
 from bastion.storage import Database
 
 TOKEN_URL = "/auth/token"  # noqa: S105 (a path, not a secret)
 OAUTH2_SCHEME_NAME = "OAuth2PasswordBearer"
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 async def _database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
+    return services_of(request.app).database
 
 
 async def _transaction(request: Request) -> AsyncIterator[AsyncSession]:
-    database: Database = request.app.state.database
-    async with database.transaction() as session:
+    async with services_of(request.app).database.transaction() as session:
         yield session
 
 
@@ -97,9 +89,8 @@ class BearerToken(OAuth2):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated(token_presented=True)
-        authenticator: Authenticator = request.app.state.authenticator
         try:
-            principal = await authenticator.authenticate(token.strip())
+            principal = await services_of(request.app).authenticator.authenticate(token.strip())
         except InvalidToken:
             raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True) from None
         request.scope[USER_ID_SCOPE_KEY] = principal.user_id
@@ -108,7 +99,7 @@ class BearerToken(OAuth2):
 
 async def _count(request: Request, rate_limit: RateLimit | None, *, user_id: str | None) -> None:
     if rate_limit is not None:
-        limiter: RateLimiter = request.app.state.rate_limiter
+        limiter = services_of(request.app).rate_limiter
         await limiter.check(request.scope, rate_limit, user_id=user_id)
 
 
@@ -123,21 +114,15 @@ bearer_token = _bearer_token(DEFAULT_LIMIT)
 
 async def audit_denial(request: Request, principal: Principal, missing: list[str]) -> None:
     """Every 403 is an audit event, committed on its own: the request fails right after."""
-    database: Database = request.app.state.database
-    record = request_record(
-        request,
+    await AuditContext.of(request).as_actor(principal.user_id).record_detached(
+        services_of(request.app).database,
         AuditEventType.ACCESS_DENIED,
         Outcome.DENIED,
-        actor_id=principal.user_id,
-        subject_id=principal.user_id,
-        details={
-            "method": request.method,
-            "route": route_template(request.scope),
-            "missing": " ".join(missing),
-        },
+        subject=principal.user_id,
+        method=request.method,
+        route=route_template(request.scope),
+        missing=" ".join(missing),
     )
-    async with database.transaction() as session:
-        await record_event(session, record)
 
 
 class PublicPolicy:
@@ -272,7 +257,7 @@ def assert_routes_guarded(app: FastAPI) -> None:
     if offenders:
         raise UnguardedRoutes(offenders)
 
-AppSettings = Annotated[Settings, Depends(_settings)]
+
 AppDatabase = Annotated[Database, Depends(_database)]
 # scope="function": the transaction commits when the route returns, before the response is
 # sent, so a failed commit is reported to the client instead of a success it never got.

@@ -19,7 +19,7 @@ PROBLEM = "application/problem+json"
 
 async def set_roles(app: FastAPI, user_id: str, roles: list[str]) -> None:
     """Straight into the database, as an operator bootstrapping the first admin would."""
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         await session.execute(
             update(User).where(User.id == uuid.UUID(user_id)).values(roles=roles)
         )
@@ -38,7 +38,7 @@ async def make_admin(
 async def events(
     app: FastAPI, type: AuditEventType | None = None, limit: int = 100
 ) -> list[StoredAuditEvent]:
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         return await list_events(session, type=type, limit=limit)
 
 

@@ -410,7 +410,7 @@ async def test_an_admin_unlocks_a_locked_account_at_once(
 
 async def _start(settings: Settings) -> tuple[FastAPI, httpx.AsyncClient]:
     app = create_app(settings)
-    await upgrade_to_head(app.state.database.engine)
+    await upgrade_to_head(app.state.bastion.database.engine)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
     return app, client
 

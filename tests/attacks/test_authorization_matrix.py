@@ -65,7 +65,7 @@ class World:
 
 
 async def _set_roles(app: FastAPI, username: str, roles: list[str]) -> None:
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         await session.execute(update(User).where(User.username == username).values(roles=roles))
 
 

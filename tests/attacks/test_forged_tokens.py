@@ -35,8 +35,8 @@ from fastapi import FastAPI
 from jwt.algorithms import OKPAlgorithm, get_default_algorithms
 
 from bastion.config import Settings
-from bastion.identity.service import IdentityService
 from bastion.security.tokens import LEEWAY_SECONDS, REQUIRED_CLAIMS, SigningKey
+from bastion.services import services_of
 from tests.identity.helpers import bearer, login, me, refresh, register
 
 INVALID_TOKEN_CHALLENGE = re.compile(r'^Bearer (?:.*, )?error="invalid_token"(?:,|$)')
@@ -113,8 +113,7 @@ class Victim:
 async def victim(app: FastAPI, client: httpx.AsyncClient) -> Victim:
     await register(client, "alice")
     tokens = await login(client, "alice")
-    identity: IdentityService = app.state.identity
-    ring = await identity.keys.ring()
+    ring = await services_of(app).keys.ring()
     key = ring.current
     assert jwt.get_unverified_header(tokens["access_token"])["kid"] == key.kid
     jwks = (await client.get("/.well-known/jwks.json")).json()
@@ -646,7 +645,7 @@ async def test_a_revoked_token_stays_refused_although_it_is_cached(
 ) -> None:
     token = victim.access_token
     assert (await me(client, token)).status_code == 200
-    cache = app.state.authenticator.verifier.cache
+    cache = services_of(app).authenticator.verifier.cache
     assert cache.get(token, now=time.time()) is not None
     if how == "logout":
         response = await client.post("/auth/logout", headers=bearer(token))

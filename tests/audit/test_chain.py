@@ -27,13 +27,12 @@ from bastion.audit import (
     AuditRecord,
     ChainVerification,
     Outcome,
-    audit_context,
     chain_hash,
     list_events,
     record_event,
-    request_record,
     verify_chain,
 )
+from bastion.audit.context import AuditContext
 from bastion.audit.events import canonical_bytes
 from bastion.audit.service import VERIFY_BATCH
 from bastion.dependencies import DbSession
@@ -185,16 +184,16 @@ def test_the_hash_wants_a_real_predecessor_and_position(prev_hash: str, seq: int
 
 def test_audit_context_without_a_peer() -> None:
     without_peer: dict[str, Any] = {"type": "http", "headers": [], REQUEST_ID_SCOPE_KEY: "abc"}
-    assert audit_context(HTTPConnection(without_peer)) == (None, "abc")
+    assert AuditContext.of(HTTPConnection(without_peer)) == AuditContext(None, None, "abc")
     ipv6: dict[str, Any] = {"type": "http", "headers": [], "client": ("2001:db8::1", 4321)}
-    assert audit_context(HTTPConnection(ipv6)) == ("2001:db8::1", None)
+    assert AuditContext.of(HTTPConnection(ipv6)) == AuditContext(None, "2001:db8::1", None)
 
 
 # --- on every backend -------------------------------------------------------------------------
 
 
 def _database(app: FastAPI) -> Database:
-    database: Database = app.state.database
+    database: Database = app.state.bastion.database
     return database
 
 
@@ -476,9 +475,8 @@ async def test_an_event_recorded_for_a_request_carries_its_ip_and_request_id(
 ) -> None:
     @app.post("/probe/audit")
     async def denied(request: Request, session: DbSession) -> dict[str, int]:
-        record = request_record(
-            request, AuditEventType.ACCESS_DENIED, Outcome.DENIED,
-            actor_id=USER, details={"path": request.url.path},
+        record = AuditContext.of(request).as_actor(USER).event(
+            AuditEventType.ACCESS_DENIED, Outcome.DENIED, path=request.url.path
         )
         return {"seq": await record_event(session, record)}
 

@@ -105,7 +105,7 @@ class Steps:
 
 
 async def all_events(app: FastAPI) -> list[StoredAuditEvent]:
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         return await list_events(session, limit=100)
 
 
@@ -117,7 +117,7 @@ async def test_every_life_cycle_event_is_audited_and_the_chain_holds(
     bob = await steps.register("register-bob", "bob")
     await steps.fail_login("unknown-user", "nobody")
     await steps.fail_login("wrong-password", "alice")
-    threshold: int = app.state.settings.lockout_threshold
+    threshold: int = app.state.bastion.settings.lockout_threshold
     for attempt in range(threshold):
         await steps.fail_login(f"lock-bob-{attempt}", "bob")
     first = await steps.login("login")
@@ -182,18 +182,18 @@ async def test_every_life_cycle_event_is_audited_and_the_chain_holds(
     # Seqs are gap-free and newest first.
     assert [event.seq for event in events] == list(range(len(events), 0, -1))
 
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         intact = await verify_chain(session)
     assert intact.ok, intact
     assert intact.checked == len(events)
 
     # An insider flips the lockout to look harmless, straight in the database.
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         await session.execute(
             text("UPDATE audit_events SET outcome = 'success' WHERE seq = :seq"),
             {"seq": lockout.seq},
         )
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         tampered = await verify_chain(session)
     assert not tampered.ok
     assert tampered.broken_seq == lockout.seq

@@ -50,9 +50,9 @@ async def test_unknown_wrong_disabled_and_locked_look_identical(
     await register(client, "alice")
     await register(client, "bob")
     await register(client, "carol")
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         await session.execute(update(User).where(User.username == "bob").values(disabled=True))
-    threshold: int = app.state.settings.lockout_threshold
+    threshold: int = app.state.bastion.settings.lockout_threshold
     for _ in range(threshold):
         await password_grant(client, "carol", WRONG_PASSWORD)
 
@@ -101,7 +101,7 @@ async def test_unknown_user_and_wrong_password_take_the_same_time(
     assert settings.password_hash_memory_kib == OWASP_ARGON2_MEMORY_KIB
     assert settings.password_hash_time_cost == OWASP_ARGON2_TIME_COST
     application = create_app(settings)
-    await upgrade_to_head(application.state.database.engine)
+    await upgrade_to_head(application.state.bastion.database.engine)
     rounds: list[str] = []
     async with (
         application.router.lifespan_context(application),

@@ -264,7 +264,7 @@ async def test_tokens_are_issued_when_the_key_ring_is_due_for_a_reload(
     """The reload runs inside the request's transaction: on SQLite a second transaction
     would wait for the lock the request holds, until the busy timeout (a 503)."""
     await register(client)
-    app.state.identity.keys._loaded_at = float("-inf")  # as if the interval had passed
+    app.state.bastion.keys._loaded_at = float("-inf")  # as if the interval had passed
     started = asyncio.get_running_loop().time()
     response = await password_grant(client)
     assert response.status_code == 200

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from bastion.audit.events import AuditEventType
 from bastion.audit.service import StoredAuditEvent, list_events
 from bastion.config import Settings
-from bastion.identity.service import IdentityService
+from bastion.services import services_of
 from bastion.storage.tables import User
 from tests.conftest import FAST_HASHING, make_settings
 from tests.identity.helpers import (
@@ -66,25 +66,22 @@ async def alice(client: httpx.AsyncClient) -> str:
     return user_id
 
 
-def identity_of(app: FastAPI) -> IdentityService:
-    identity: IdentityService = app.state.identity
-    return identity
-
-
 def freeze_clock(app: FastAPI, moment: datetime) -> None:
     """Every later request sees ``moment`` as now."""
-    identity_of(app).clock = lambda: moment
+    services = services_of(app)
+    for part in (services.grants, services.accounts, services.revocation, services.admin):
+        part.clock = lambda: moment
 
 
 async def user_row(app: FastAPI, username: str = "alice") -> User:
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         user: User | None = await session.scalar(select(User).where(User.username == username))
     assert user is not None
     return user
 
 
 async def audit_events(app: FastAPI, type: AuditEventType) -> list[StoredAuditEvent]:
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         return await list_events(session, type=type, limit=100)
 
 

@@ -49,7 +49,7 @@ class Workers:
 
     async def start(self) -> httpx.AsyncClient:
         application = create_app(self.settings)
-        await upgrade_to_head(application.state.database.engine)
+        await upgrade_to_head(application.state.bastion.database.engine)
         await self.stack.enter_async_context(application.router.lifespan_context(application))
         return await self.stack.enter_async_context(
             httpx.AsyncClient(

@@ -15,7 +15,7 @@ from tests.identity.helpers import bearer, login, me, register
 async def _run(data_dir: Path, database_url: str | None, steps: str) -> dict[str, str]:
     """Starts an app over the same database, runs ``steps``, and stops it (a restart)."""
     app = create_app(make_settings(data_dir, database_url=database_url, **FAST_HASHING))
-    await upgrade_to_head(app.state.database.engine)
+    await upgrade_to_head(app.state.bastion.database.engine)
     transport = httpx.ASGITransport(app=app)
     results: dict[str, str] = {}
     async with (

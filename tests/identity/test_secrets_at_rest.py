@@ -32,7 +32,7 @@ def signature_of(access_token: str) -> tuple[str, bytes]:
 async def every_stored_value(app: FastAPI) -> list[tuple[str, str, str]]:
     """(table, column, str(value)) for every column of every row of every table."""
     found: list[tuple[str, str, str]] = []
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         for table in Base.metadata.sorted_tables:
             rows = (await session.execute(select(table))).mappings().all()
             for row in rows:
@@ -74,7 +74,7 @@ async def test_no_password_or_token_is_stored_in_the_clear(
         for name, secret in secrets.items():
             assert secret not in value, f"{name} stored in {table}.{column}"
 
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         password_hashes = list(await session.scalars(select(User.password_hash)))
         token_hashes = set(await session.scalars(select(RefreshToken.token_hash)))
     assert len(password_hashes) == 1

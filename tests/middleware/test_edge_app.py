@@ -46,7 +46,7 @@ def service(tmp_path: Path) -> Service:
     ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
         settings = make_settings(tmp_path / "data", **FAST_HASHING, **overrides)
         app = create_app(settings)
-        await upgrade_to_head(app.state.database.engine)
+        await upgrade_to_head(app.state.bastion.database.engine)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, client=(peer, 50123))
             async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
@@ -64,7 +64,7 @@ async def _failed_login_ip(
         headers=headers,
     )
     assert response.status_code == 400, response.text
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         [event] = await list_events(session, type=AuditEventType.LOGIN_FAILURE, limit=10)
     return event.client_ip
 

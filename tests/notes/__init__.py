@@ -35,7 +35,7 @@ async def admin_account(app: FastAPI, client: httpx.AsyncClient, username: str) 
     """A user given the admin role in the database, then logged in again so the token
     carries notes:read_all."""
     user = await register(client, username)
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         await session.execute(
             update(User).where(User.username == username).values(roles=["admin"])
         )
@@ -102,11 +102,11 @@ def comparable(response: httpx.Response) -> tuple[int, dict[str, Any], list[tupl
 
 
 async def stored_notes(app: FastAPI) -> list[Note]:
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         return list((await session.scalars(select(Note).order_by(Note.created_at))).all())
 
 
 async def share_count(app: FastAPI) -> int:
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         count = await session.scalar(select(func.count()).select_from(NoteShare))
     return int(count or 0)

@@ -104,7 +104,7 @@ async def test_hostile_search_text(app: FastAPI, client: httpx.AsyncClient) -> N
 
     (alices, *_) = [note for note in await stored_notes(app) if note.title == "alice's secret"]
     assert alices.body == "<p>secret</p>"
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         assert (await session.scalar(text("SELECT count(*) FROM notes"))) == 2
 
 
@@ -176,7 +176,7 @@ async def test_hostile_titles_and_bodies_are_stored_verbatim_or_refused(
             in_body = fold(as_stored_html_text(hostile)) in fold(hit["body"])
             assert in_title or in_body, (hostile, hit["title"])
         assert "mallory's own" not in {hit["title"] for hit in hits}
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         count = await session.scalar(text("SELECT count(*) FROM notes"))
     assert count == len(stored)
 

@@ -207,7 +207,7 @@ async def test_a_page_costs_two_queries(app: FastAPI, client: httpx.AsyncClient)
     def record(*args: Any) -> None:
         statements.append(str(args[2]))
 
-    engine = app.state.database.engine.sync_engine
+    engine = app.state.bastion.database.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     try:
         response = await client.get("/notes", headers=alice.headers)
@@ -262,7 +262,7 @@ async def test_every_note_needs_read_all(app: FastAPI, client: httpx.AsyncClient
     denied = await client.get("/notes", params={"all": "true"}, headers=bob.headers)
     assert denied.status_code == 403
     assert denied.headers["content-type"] == "application/problem+json"
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         events = (
             await session.scalars(select(AuditEvent).where(AuditEvent.type == "access_denied"))
         ).all()
@@ -345,7 +345,7 @@ async def test_one_token_verification_per_request(
     that one verification, not two."""
     alice = await account(client, "alice")
     note = await create_note(client, alice)
-    authenticator = app.state.authenticator
+    authenticator = app.state.bastion.authenticator
     calls: list[str] = []
     original = authenticator.authenticate
 
@@ -454,7 +454,7 @@ async def insert_notes(
     given, to exercise the id tie-break."""
     ids = [uuid.uuid4() for _ in range(count)]
     base = datetime.now(UTC)
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         for index, note_id in enumerate(ids):
             when = created_at or base - timedelta(seconds=index + 1)
             session.add(
@@ -585,7 +585,7 @@ async def test_cursors_that_this_listing_did_not_issue_are_refused(
         viewer=service.Viewer(user_id=uuid.UUID(alice.id), read_all=False), all_notes=False, q=None
     )
     signed_nonsense = [
-        app.state.cursors.encode(purpose, position)
+        app.state.bastion.cursors.encode(purpose, position)
         for position in (["x", "y"], [], ["2026-01-01T00:00:00", str(uuid.uuid4())], [1, 2])
     ]
 
@@ -634,5 +634,5 @@ async def test_deleting_a_note_deletes_its_shares(app: FastAPI, client: httpx.As
     await share(client, alice, note["id"], "bob")
     assert await share_count(app) == 1
     await client.delete(f"/notes/{note['id']}", headers=alice.headers)
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         assert (await session.scalars(select(NoteShare))).all() == []

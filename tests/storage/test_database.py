@@ -44,18 +44,18 @@ def _add_write_routes(app: FastAPI) -> None:
 
 
 async def _count(app: FastAPI) -> int:
-    async with app.state.database.transaction() as session:
+    async with app.state.bastion.database.transaction() as session:
         return int((await session.execute(select(func.count()).select_from(entries))).scalar_one())
 
 
 async def test_migrations_reach_head(app: FastAPI) -> None:
-    assert await current_revision(app.state.database.engine) == head_revision()
+    assert await current_revision(app.state.bastion.database.engine) == head_revision()
 
 
 async def test_a_write_commits_when_the_route_succeeds(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    async with app.state.database.engine.begin() as connection:
+    async with app.state.bastion.database.engine.begin() as connection:
         await connection.run_sync(scratch.create_all)
     _add_write_routes(app)
     response = await client.post("/probe/entries")
@@ -66,7 +66,7 @@ async def test_a_write_commits_when_the_route_succeeds(
 async def test_nothing_is_stored_half_way_when_the_route_fails(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    async with app.state.database.engine.begin() as connection:
+    async with app.state.bastion.database.engine.begin() as connection:
         await connection.run_sync(scratch.create_all)
     _add_write_routes(app)
     response = await client.post("/probe/entries/half")
@@ -102,7 +102,7 @@ async def test_an_unreachable_database_gives_503_problems_not_hangs(
         ready = await client.get("/health/ready")
         write = await client.post("/probe/entries")
         live = await client.get("/health/live")
-    await app.state.database.dispose()
+    await app.state.bastion.database.dispose()
     await _let_aiosqlite_threads_finish()
     assert time.monotonic() - started < 10
     for response in (ready, write):

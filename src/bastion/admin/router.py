@@ -10,18 +10,18 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
 
 from bastion.admin.schemas import AdminUser, AuditEventOut, UserUpdate
-from bastion.admin.service import AdminService, RefusedChange, UpdateResult, UsersPosition
+from bastion.admin.service import AdminService, UsersPosition
+from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType
 from bastion.dependencies import AppDatabase, DbSession, require
 from bastion.errors import BadRequest
-from bastion.identity.service import IdentityService, RequestContext
 from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.security.cursors import CursorCodec, InvalidCursor
 from bastion.security.principal import Principal
+from bastion.services import services_of
 
 router = APIRouter(tags=["admin"], responses=RATE_LIMITED_RESPONSES)
-"""The admin API."""
 
 USERS_CURSOR = "admin.users"
 AUDIT_CURSOR = "admin.audit"
@@ -36,13 +36,11 @@ class InvalidCursorProblem(BadRequest):
 
 
 def _service(request: Request) -> AdminService:
-    identity: IdentityService = request.app.state.identity
-    return AdminService(identity)
+    return services_of(request.app).admin
 
 
 def _cursors(request: Request) -> CursorCodec:
-    codec: CursorCodec = request.app.state.cursors
-    return codec
+    return services_of(request.app).cursors
 
 
 def _decode(request: Request, purpose: str, cursor: str) -> list[Any]:
@@ -117,19 +115,10 @@ async def update_user(
     refresh and get a scope computed from the new roles. Disabling also ends every session.
     An admin cannot disable themselves, and the last enabled admin cannot lose the role.
     """
-    service = _service(request)
-    context = RequestContext.of(request)
-    # The route runs its own transaction: a refusal is audited after the rollback, and the
-    # answer waits for the cut-off second only once the write lock is released.
-    result: UpdateResult
-    try:
-        async with database.transaction() as session:
-            result = await service.update_user(session, principal, user_id, body, context)
-    except RefusedChange as refused:
-        async with database.transaction() as session:
-            await service.record_refusal(session, principal, user_id, refused, context)
-        raise
-    return AdminUser.model_validate(result.user)
+    user = await _service(request).update_user_audited(
+        database, principal, user_id, body, AuditContext.of(request)
+    )
+    return AdminUser.model_validate(user)
 
 
 @router.post(
@@ -142,7 +131,7 @@ async def unlock_user(
     user_id: str, principal: UsersWriter, request: Request, session: DbSession
 ) -> None:
     """Lift a lockout at once and reset the failure counters."""
-    await _service(request).unlock(session, principal, user_id, RequestContext.of(request))
+    await _service(request).unlock(session, principal, user_id, AuditContext.of(request))
 
 
 @router.get("/admin/audit", responses={**_ERRORS, 400: {}, 422: {}})

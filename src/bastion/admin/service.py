@@ -2,14 +2,9 @@
 
 Changes run inside the caller's transaction and write their audit event in it. A change
 that narrows what a user may do takes effect at once for tokens already issued: the user's
-cut-off (``User.tokens_revoked_before``, Unix seconds) refuses every access token issued
-before it. The database keeps the cut-off so the revocation store can be restored from it
-(``IdentityService.restore_revocations``).
-
-Token ``iat`` has whole-second precision, so the cut-off is the *next* second: a token
-issued in the same second as the change cannot be told apart from one issued before it, and
-is refused too. Tokens issued after the change start at the cut-off (``_issue_tokens``), so
-a client that refreshes at once gets a token the cut-off does not cover.
+cut-off (``Revocation.cut_off_user``) refuses every access token issued before it; tokens
+issued after the change start at the cut-off, so a client that refreshes at once gets a
+token the cut-off does not cover.
 """
 
 from __future__ import annotations
@@ -22,12 +17,16 @@ from sqlalchemy import String, and_, cast, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.admin.schemas import UserUpdate
-from bastion.audit.events import AuditEventType, AuditRecord, Outcome
-from bastion.audit.service import StoredAuditEvent, list_events, record_event
+from bastion.audit.context import SYSTEM, AuditContext
+from bastion.audit.events import AuditEventType, Outcome
+from bastion.audit.service import StoredAuditEvent, list_events
+from bastion.clock import Clock, utc_now
 from bastion.errors import Conflict, NotFound
-from bastion.identity.service import IdentityService, RequestContext, insert_user
+from bastion.identity.accounts import insert_user
+from bastion.identity.revocation import Revocation
 from bastion.security.principal import Principal
-from bastion.storage.tables import LoginSession, User
+from bastion.storage.database import Database
+from bastion.storage.tables import User
 
 ADMIN_ROLE = "admin"
 CREATED_ADMIN_ROLES = ("admin", "user")
@@ -77,18 +76,10 @@ class UsersPosition:
     user_id: uuid.UUID
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateResult:
-    user: User
-    # Set when the change moved the user's token cut-off: the Unix second it begins.
-    cutoff: int | None
-
-
 class AdminService:
-    """Thin over ``IdentityService``: the same clock, revocation store and audit writer."""
-
-    def __init__(self, identity: IdentityService) -> None:
-        self.identity = identity
+    def __init__(self, *, revocation: Revocation, clock: Clock = utc_now) -> None:
+        self.revocation = revocation
+        self.clock = clock
 
     # -- reading -------------------------------------------------------------------------
 
@@ -135,8 +126,8 @@ class AdminService:
         actor: Principal,
         raw_user_id: str,
         change: UserUpdate,
-        context: RequestContext,
-    ) -> UpdateResult:
+        audit: AuditContext,
+    ) -> User:
         user_id = parse_user_id(raw_user_id)
         # Row locks in one order (admins by id, then the target), so two changes at once
         # wait for each other instead of deadlocking.
@@ -174,13 +165,8 @@ class AdminService:
                     reason="last_admin",
                 )
 
-        now = self.identity.clock()
-        cutoff: int | None = None
+        now = self.clock()
         if roles_change or disable:
-            # Past every token issued so far: tokens issued after an earlier change start at
-            # that change's cut-off, so the new one must lie beyond it.
-            cutoff = max(int(now.timestamp()), user.tokens_revoked_before or 0) + 1
-            user.tokens_revoked_before = cutoff
             user.token_version += 1
         if roles_change:
             user.roles = list(after)
@@ -191,32 +177,23 @@ class AdminService:
         await session.flush()
 
         if disable:
-            live = await session.scalars(
-                select(LoginSession).where(
-                    LoginSession.user_id == user.id, LoginSession.revoked_at.is_(None)
-                )
-            )
-            await self.identity._revoke_sessions(session, list(live), reason="disabled")
-        if cutoff is not None:
-            # After the flush, like session revocations: if the commit then fails, tokens are
-            # refused that the database would still allow, the safe direction.
-            await self.identity.revocations.revoke_user_tokens_before(
-                str(user.id), cutoff, ttl_seconds=self.identity._access_token_ttl()
-            )
+            await self.revocation.revoke_live_sessions(session, user.id, reason="disabled")
+        if roles_change or disable:
+            await self.revocation.cut_off_user(session, user, now)
 
+        audit = audit.as_actor(actor.user_id)
         subject = str(user.id)
         if roles_change:
-            await self.identity._audit(
-                session, context, AuditEventType.ROLE_CHANGE, Outcome.SUCCESS,
-                actor=actor.user_id, subject=subject,
+            await audit.record(
+                session, AuditEventType.ROLE_CHANGE, Outcome.SUCCESS, subject=subject,
                 before=roles_text(before), after=roles_text(after),
             )
         if disable or enable:
-            await self.identity._audit(
-                session, context, AuditEventType.DISABLE, Outcome.SUCCESS,
-                actor=actor.user_id, subject=subject, disabled=bool(disable),
+            await audit.record(
+                session, AuditEventType.DISABLE, Outcome.SUCCESS, subject=subject,
+                disabled=bool(disable),
             )
-        return UpdateResult(user=user, cutoff=cutoff)
+        return user
 
     async def _lock_admins(self, session: AsyncSession) -> list[User]:
         """Every admin's row, locked in id order, to count the admins that would remain.
@@ -236,29 +213,35 @@ class AdminService:
             )
         )
 
-    async def record_refusal(
+    async def update_user_audited(
         self,
-        session: AsyncSession,
+        database: Database,
         actor: Principal,
         raw_user_id: str,
-        refused: RefusedChange,
-        context: RequestContext,
-    ) -> None:
-        await self.identity._audit(
-            session, context, refused.event, Outcome.DENIED,
-            actor=actor.user_id, subject=str(parse_user_id(raw_user_id)),
-            reason=refused.reason,
-        )
+        change: UserUpdate,
+        audit: AuditContext,
+    ) -> User:
+        """``update_user`` as its own unit of work; a refused change is audited after the
+        rollback, so the refusal is on record while nothing of the change is."""
+        try:
+            async with database.transaction() as session:
+                return await self.update_user(session, actor, raw_user_id, change, audit)
+        except RefusedChange as refused:
+            await audit.as_actor(actor.user_id).record_detached(
+                database, refused.event, Outcome.DENIED,
+                subject=str(parse_user_id(raw_user_id)), reason=refused.reason,
+            )
+            raise
 
     async def unlock(
         self,
         session: AsyncSession,
         actor: Principal,
         raw_user_id: str,
-        context: RequestContext,
+        audit: AuditContext,
     ) -> None:
         user_id = parse_user_id(raw_user_id)
-        now = self.identity.clock()
+        now = self.clock()
         user = await session.scalar(select(User).where(User.id == user_id).with_for_update())
         if user is None:
             raise UserNotFound
@@ -268,9 +251,9 @@ class AdminService:
             .where(User.id == user_id)
             .values(locked_until=None, failed_logins=0, lockouts=0, updated_at=now)
         )
-        await self.identity._audit(
-            session, context, AuditEventType.UNLOCK, Outcome.SUCCESS,
-            actor=actor.user_id, subject=str(user_id), was_locked=was_locked,
+        await audit.as_actor(actor.user_id).record(
+            session, AuditEventType.UNLOCK, Outcome.SUCCESS,
+            subject=str(user_id), was_locked=was_locked,
         )
 
 
@@ -299,22 +282,13 @@ async def create_admin(
         now=now,
     )
     subject = str(user.id)
-    for event, details in (
-        (AuditEventType.REGISTRATION, {"source": "cli"}),
-        (
-            AuditEventType.ROLE_CHANGE,
-            {"source": "cli", "before": "", "after": roles_text(user.roles)},
-        ),
-    ):
-        await record_event(
-            session,
-            AuditRecord(
-                occurred_at=now,
-                type=event,
-                outcome=Outcome.SUCCESS,
-                subject_id=subject,
-                details=dict(details),
-            ),
-        )
+    await SYSTEM.record(
+        session, AuditEventType.REGISTRATION, Outcome.SUCCESS,
+        subject=subject, occurred_at=now, source="cli",
+    )
+    await SYSTEM.record(
+        session, AuditEventType.ROLE_CHANGE, Outcome.SUCCESS, subject=subject,
+        occurred_at=now, source="cli", before="", after=roles_text(user.roles),
+    )
     return user
 

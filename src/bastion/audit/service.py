@@ -12,29 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.requests import HTTPConnection
 
 from bastion.audit.events import (
     GENESIS_HASH,
     AuditEventType,
     AuditRecord,
-    DetailValue,
-    Outcome,
     as_utc,
     chain_hash,
 )
-from bastion.middleware.request_id import request_id_of
-from bastion.security.client_ip import client_address
 from bastion.storage.tables import AuditChainHead, AuditEvent
 
 HEAD_ID = 1  # the one row of audit_chain_head, seeded by migration 0003
 VERIFY_BATCH = 1000
-_CLIENT_IP_WIDTH = 45
 
 _EVENT_COLUMNS = (
     AuditEvent.seq,
@@ -78,39 +72,6 @@ class StoredAuditEvent:
     details: dict[str, Any]
     prev_hash: str
     hash: str
-
-
-def audit_context(connection: HTTPConnection) -> tuple[str | None, str | None]:
-    """(client IP, request id) of a request, as far as they are known.
-
-    The IP is ``client_address``: the peer, or behind a trusted proxy the client it names,
-    the same address the access log and the rate limiter use.
-    """
-    client_ip = client_address(connection.scope)
-    return client_ip[:_CLIENT_IP_WIDTH] if client_ip else None, request_id_of(connection.scope)
-
-
-def request_record(
-    connection: HTTPConnection,
-    type: AuditEventType,
-    outcome: Outcome,
-    *,
-    actor_id: str | None = None,
-    subject_id: str | None = None,
-    details: dict[str, DetailValue] | None = None,
-) -> AuditRecord:
-    """A record of something that happens now, in answer to this request."""
-    client_ip, request_id = audit_context(connection)
-    return AuditRecord(
-        occurred_at=datetime.now(UTC),
-        type=type,
-        outcome=outcome,
-        actor_id=actor_id,
-        subject_id=subject_id,
-        client_ip=client_ip,
-        request_id=request_id,
-        details=details or {},
-    )
 
 
 async def record_event(session: AsyncSession, record: AuditRecord) -> int:

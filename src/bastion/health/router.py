@@ -7,9 +7,9 @@ import asyncio
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from bastion.authentication import Authenticator
 from bastion.dependencies import AppDatabase, public
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
+from bastion.services import services_of
 from bastion.storage import StorageUnavailable
 
 router = APIRouter(prefix="/health", tags=["operations"])
@@ -42,7 +42,7 @@ async def live() -> HealthStatus:
 async def ready(database: AppDatabase, request: Request) -> HealthStatus:
     """The database (and Redis, when configured) answer; a 503 tells a load balancer to
     send traffic elsewhere."""
-    authenticator: Authenticator = request.app.state.authenticator
+    authenticator = services_of(request.app).authenticator
     database_ok, revocations_ok = await asyncio.gather(
         database.ping(), authenticator.revocations.ping()
     )

@@ -8,7 +8,10 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from bastion.audit.context import AuditContext
+from bastion.clock import utc_now
 from bastion.dependencies import CurrentPrincipal, DbSession, authenticated, public
+from bastion.identity.grants import GrantError
 from bastion.identity.schemas import (
     JsonWebKeySet,
     OAuthError,
@@ -17,10 +20,10 @@ from bastion.identity.schemas import (
     TokenResponse,
     UserPublic,
 )
-from bastion.identity.service import GrantError, IdentityService, RequestContext
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import LOGIN_LIMIT, REGISTER_LIMIT
+from bastion.services import services_of
 
 router = APIRouter(tags=["identity"], responses=RATE_LIMITED_RESPONSES)
 
@@ -29,6 +32,7 @@ MAX_FORM_FIELDS = 10
 GRANT_TYPES = ("password", "refresh_token")
 # Checking the current password is a password guess like a login: same shared quota.
 PasswordChanger = Annotated[Principal, authenticated(rate_limit=LOGIN_LIMIT)]
+
 
 def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI for a urlencoded body the route reads itself (RFC 6749 forms)."""
@@ -51,11 +55,6 @@ _TOKEN_FORM = _form_body(
 _REVOKE_FORM = _form_body(
     ["token"], {"token": {"type": "string"}, "token_type_hint": {"type": "string"}}
 )
-
-
-def _identity(request: Request) -> IdentityService:
-    identity: IdentityService = request.app.state.identity
-    return identity
 
 
 async def _read_form(request: Request) -> dict[str, str] | None:
@@ -94,7 +93,8 @@ def _oauth_error(error: str, description: str) -> JSONResponse:
 )
 async def register(body: RegisterRequest, request: Request, session: DbSession) -> UserPublic:
     """Create an account. The password policy follows NIST SP 800-63B-4."""
-    user = await _identity(request).register(session, body, RequestContext.of(request))
+    accounts = services_of(request.app).accounts
+    user = await accounts.register(session, body, AuditContext.of(request))
     return UserPublic.model_validate(user)
 
 
@@ -111,28 +111,28 @@ async def token(request: Request, session: DbSession) -> Response:
     if form is None:
         return _bad_form()
     grant_type = form.get("grant_type")
-    identity = _identity(request)
+    grants = services_of(request.app).grants
     try:
         if grant_type == "password":
             username, password = form.get("username"), form.get("password")
             if not username or not password:
                 return _oauth_error("invalid_request", "username and password are required.")
-            issued = await identity.password_grant(
+            issued = await grants.password_grant(
                 session,
                 username=username,
                 password=password,
                 scope=form.get("scope"),
-                context=RequestContext.of(request),
+                audit=AuditContext.of(request),
             )
         elif grant_type == "refresh_token":
             refresh_token = form.get("refresh_token")
             if not refresh_token:
                 return _oauth_error("invalid_request", "refresh_token is required.")
-            issued = await identity.refresh_grant(
+            issued = await grants.refresh_grant(
                 session,
                 refresh_token=refresh_token,
                 scope=form.get("scope"),
-                context=RequestContext.of(request),
+                audit=AuditContext.of(request),
             )
         elif grant_type is None:
             return _oauth_error("invalid_request", "grant_type is required.")
@@ -154,20 +154,22 @@ async def revoke(request: Request, session: DbSession) -> Response:
         return _bad_form()
     token_value = form.get("token")
     if token_value:
-        context = RequestContext.of(request)
-        await _identity(request).revoke(session, token=token_value, context=context)
+        revocation = services_of(request.app).revocation
+        await revocation.revoke(session, token=token_value, audit=AuditContext.of(request))
     return Response(status_code=200)
 
 
 @router.post("/auth/logout", status_code=204, response_class=Response, responses={401: {}})
 async def logout(principal: CurrentPrincipal, request: Request, session: DbSession) -> None:
     """End this session: its refresh tokens and access tokens stop working at once."""
-    await _identity(request).logout(session, principal, RequestContext.of(request))
+    await services_of(request.app).revocation.logout(
+        session, principal, AuditContext.of(request)
+    )
 
 
 @router.get("/auth/me", responses={401: {}})
 async def me(principal: CurrentPrincipal, request: Request, session: DbSession) -> UserPublic:
-    user = await _identity(request).current_user(session, principal)
+    user = await services_of(request.app).accounts.current_user(session, principal)
     return UserPublic.model_validate(user)
 
 
@@ -184,12 +186,12 @@ async def change_password(
     session: DbSession,
 ) -> None:
     """Change the password; every other session of the account is revoked."""
-    await _identity(request).change_password(
+    await services_of(request.app).accounts.change_password(
         session,
         principal,
         current_password=body.current_password,
         new_password=body.new_password,
-        context=RequestContext.of(request),
+        audit=AuditContext.of(request),
     )
 
 
@@ -200,9 +202,9 @@ async def change_password(
 )
 async def jwks(request: Request) -> JSONResponse:
     """Public keys of every key whose tokens may still be valid."""
-    identity = _identity(request)
-    ring = await identity.keys.reload_if_stale() or await identity.keys.ring()
+    services = services_of(request.app)
+    ring = await services.keys.reload_if_stale() or await services.keys.ring()
     document = ring.jwks(
-        now=identity.clock(), max_token_lifetime=identity.settings.access_token_ttl
+        now=utc_now(), max_token_lifetime=services.settings.access_token_ttl
     )
     return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})

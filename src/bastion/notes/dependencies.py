@@ -24,6 +24,7 @@ from bastion.errors import InsufficientScope, NotFound
 from bastion.notes import service
 from bastion.security.cursors import CursorCodec
 from bastion.security.principal import Principal
+from bastion.services import services_of
 from bastion.storage.tables import Note
 
 NotesReader = Annotated[Principal, require("notes:read")]
@@ -75,8 +76,7 @@ async def _all_notes(
 
 
 async def _cursor_codec(request: Request) -> CursorCodec:
-    codec: CursorCodec = request.app.state.cursors
-    return codec
+    return services_of(request.app).cursors
 
 
 VisibleNote = Annotated[Note, Depends(_visible_note)]
