@@ -16,7 +16,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from bastion.security import tokens as tokens_module
+from bastion.security import token_cache
 from bastion.security.tokens import (
     ACCESS_TOKEN_TYPE,
     LEEWAY_SECONDS,
@@ -244,7 +244,7 @@ def test_a_cache_entry_ends_when_its_token_does() -> None:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     """The verifier's clock, under the test's control."""
     fake = SimpleNamespace(now=time.time())
-    monkeypatch.setattr(tokens_module, "time", SimpleNamespace(time=lambda: fake.now))
+    monkeypatch.setattr(token_cache, "time", SimpleNamespace(time=lambda: fake.now))
     yield fake
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bastion.security.tokens import AccessClaims
+from bastion.security.access_claims import AccessClaims
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,144 +5,41 @@ our key, never from the token: ``alg:none`` in any spelling, an HS256 token pres
 an asymmetric key's ``kid`` (the classic confusion), an unknown ``kid``, another ``typ``,
 and tokens that carry their own key material (``jwk``, ``jku``, ``x5u``, ``x5c``) are all
 refused before the signature is even checked. Nothing is ever fetched from a URL.
+
+The claims live in ``access_claims``, the keys in ``signing_keys``, the cache of verified
+tokens in ``token_cache`` and refresh tokens in ``refresh_tokens``; their names are also
+importable from here, the one door to access tokens.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from bastion.security.access_claims import (
+    INVALID_TOKEN_DETAIL,
+    LEEWAY_SECONDS,
+    REQUIRED_CLAIMS,
+    AccessClaims,
+    InvalidToken,
+    access_token_claims,
+    read_access_claims,
+)
+from bastion.security.refresh_tokens import hash_refresh_token, new_refresh_token
+from bastion.security.signing_keys import (
+    SigningKey,
+    generate_signing_key,
+    shared_secret_key,
+    signing_key_from_pem,
+)
+from bastion.security.token_cache import TokenVerifier, VerifiedTokenCache
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
-REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "scope")
-LEEWAY_SECONDS = 30
-RSA_KEY_BITS = 3072
-
-
-_JWK_CONVERTERS: dict[str, Callable[[Any], Mapping[str, Any]]] = {
-    "EdDSA": lambda key: OKPAlgorithm.to_jwk(key, as_dict=True),
-    "ES256": lambda key: ECAlgorithm.to_jwk(key, as_dict=True),
-    "RS256": lambda key: RSAAlgorithm.to_jwk(key, as_dict=True),
-}
-
-
-INVALID_TOKEN_DETAIL = "The access token is not valid."  # noqa: S105 (a message)
-
-
-class InvalidToken(Exception):
-    """The token cannot be trusted; ``reason`` is for logs, never for the client."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class SigningKey:
-    kid: str
-    algorithm: str
-    signing_key: Any  # private key object, or the HMAC secret (bytes)
-    verifying_key: Any  # public key object, or the same secret
-    created_at: datetime
-    retired_at: datetime | None = None
-
-    @property
-    def is_symmetric(self) -> bool:
-        return self.algorithm == "HS256"
-
-    def public_jwk(self) -> dict[str, Any] | None:
-        """The JWK of the public key; None for a shared secret, which is never published."""
-        if self.is_symmetric:
-            return None
-        jwk: dict[str, Any] = dict(_JWK_CONVERTERS[self.algorithm](self.verifying_key))
-        jwk.update({"kid": self.kid, "alg": self.algorithm, "use": "sig"})
-        return jwk
-
-    def private_key_pem(self) -> str:
-        if self.is_symmetric:
-            raise ValueError("a shared secret has no PEM form")
-        pem: bytes = self.signing_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return pem.decode()
-
-    def published_until(self, max_token_lifetime: int) -> datetime | None:
-        """When no token signed by this key can still be valid; None while it signs."""
-        if self.retired_at is None:
-            return None
-        return self.retired_at + timedelta(seconds=max_token_lifetime + LEEWAY_SECONDS)
-
-
-def _new_private_key(algorithm: str) -> Any:
-    if algorithm == "EdDSA":
-        return ed25519.Ed25519PrivateKey.generate()
-    if algorithm == "ES256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if algorithm == "RS256":
-        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
-    raise ValueError(f"not an asymmetric algorithm: {algorithm}")
-
-
-def generate_signing_key(algorithm: str, *, now: datetime) -> SigningKey:
-    private_key = _new_private_key(algorithm)
-    return SigningKey(
-        kid=secrets.token_urlsafe(12),
-        algorithm=algorithm,
-        signing_key=private_key,
-        verifying_key=private_key.public_key(),
-        created_at=now,
-    )
-
-
-def signing_key_from_pem(
-    *, kid: str, algorithm: str, pem: str, created_at: datetime, retired_at: datetime | None
-) -> SigningKey:
-    private_key = serialization.load_pem_private_key(pem.encode(), password=None)
-    return SigningKey(
-        kid=kid,
-        algorithm=algorithm,
-        signing_key=private_key,
-        verifying_key=private_key.public_key(),
-        created_at=created_at,
-        retired_at=retired_at,
-    )
-
-
-def shared_secret_key(secret: bytes) -> SigningKey:
-    """HS256, only when configured: the ``kid`` names the secret without revealing it."""
-    kid = "hs256-" + hashlib.sha256(b"bastion-kid:" + secret).hexdigest()[:16]
-    return SigningKey(
-        kid=kid,
-        algorithm="HS256",
-        signing_key=secret,
-        verifying_key=secret,
-        created_at=datetime(1970, 1, 1, tzinfo=UTC),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class AccessClaims:
-    subject: str
-    session_id: str
-    token_id: str
-    scopes: frozenset[str]
-    issued_at: int
-    expires_at: int
 
 
 class KeyRing:
@@ -214,7 +111,7 @@ class KeyRing:
             )
         except jwt.PyJWTError as error:
             raise InvalidToken(type(error).__name__) from None
-        access = _access_claims(claims)
+        access = read_access_claims(claims)
         if self.max_token_lifetime is not None:
             if access.expires_at - access.issued_at > self.max_token_lifetime + LEEWAY_SECONDS:
                 raise InvalidToken("lifetime longer than this issuer grants")
@@ -224,116 +121,11 @@ class KeyRing:
         return access
 
 
-def _access_claims(claims: dict[str, Any]) -> AccessClaims:
-    subject, session_id, token_id, scope = (
-        claims.get("sub"),
-        claims.get("sid"),
-        claims.get("jti"),
-        claims.get("scope"),
-    )
-    if not all(isinstance(value, str) for value in (subject, session_id, token_id, scope)):
-        raise InvalidToken("claims of the wrong type")
-    assert isinstance(scope, str)  # noqa: S101 (narrowing for mypy; checked above)
-    # bastion names users and sessions by UUID; anything else was not issued here.
-    try:
-        uuid.UUID(str(subject))
-        uuid.UUID(str(session_id))
-    except ValueError:
-        raise InvalidToken("claims of the wrong type") from None
-    return AccessClaims(
-        subject=str(subject),
-        session_id=str(session_id),
-        token_id=str(token_id),
-        scopes=frozenset(scope.split()),
-        issued_at=int(claims["iat"]),
-        expires_at=int(claims["exp"]),
-    )
-
-
-def access_token_claims(
-    *,
-    issuer: str,
-    audience: str,
-    subject: str,
-    session_id: str,
-    scopes: Iterable[str],
-    lifetime: int,
-    now: int,
-) -> dict[str, Any]:
-    return {
-        "iss": issuer,
-        "aud": audience,
-        "sub": subject,
-        "sid": session_id,
-        "jti": secrets.token_urlsafe(16),
-        "scope": " ".join(sorted(scopes)),
-        "iat": now,
-        "nbf": now,
-        "exp": now + lifetime,
-    }
-
-
-class VerifiedTokenCache:
-    """Verified claims by the whole token string, so a repeat token skips the signature.
-
-    Keyed by the full token (never the ``jti`` alone, which an attacker could reuse in a
-    forged token). Bounded LRU; an entry is only served until its token expires. Revocation
-    is not cached here: callers check it on every request.
-    """
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, AccessClaims] = OrderedDict()
-
-    def get(self, token: str, *, now: float) -> AccessClaims | None:
-        claims = self._entries.get(token)
-        if claims is None:
-            return None
-        if claims.expires_at + LEEWAY_SECONDS <= now:
-            del self._entries[token]
-            return None
-        self._entries.move_to_end(token)
-        return claims
-
-    def put(self, token: str, claims: AccessClaims) -> None:
-        self._entries[token] = claims
-        self._entries.move_to_end(token)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-class TokenVerifier:
-    """Verifies access tokens against the current key ring, through the cache."""
-
-    def __init__(self, *, issuer: str, audience: str, cache: VerifiedTokenCache) -> None:
-        self.issuer = issuer
-        self.audience = audience
-        self.cache = cache
-
-    def verify(self, token: str, ring: KeyRing) -> AccessClaims:
-        now = time.time()
-        cached = self.cache.get(token, now=now)
-        if cached is not None:
-            return cached
-        claims = ring.verify(token, issuer=self.issuer, audience=self.audience)
-        self.cache.put(token, claims)
-        return claims
-
-
-def hash_refresh_token(token: str) -> str:
-    """Refresh tokens are 256-bit random: a plain SHA-256 is enough to store them safely."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_refresh_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "INVALID_TOKEN_DETAIL",
+    "LEEWAY_SECONDS",
+    "REQUIRED_CLAIMS",
     "AccessClaims",
     "InvalidToken",
     "KeyRing",
