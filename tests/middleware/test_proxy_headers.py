@@ -13,7 +13,8 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from bastion.middleware import ProxyHeadersMiddleware, SecureHeadersMiddleware
-from bastion.security.client_ip import ProxyHeader, TrustedProxies, client_address
+from bastion.security.client_ip import ProxyHeader, client_address
+from bastion.security.trusted_proxies import TrustedProxies
 
 PROXY = "10.0.0.9"
 CLIENT = "203.0.113.7"

@@ -11,17 +11,9 @@ from typing import Any
 
 import pytest
 
-from bastion.security.client_ip import (
-    ClientResolver,
-    ForwardedClient,
-    ForwardedElement,
-    ProxyHeader,
-    TrustedProxies,
-    client_address,
-    forwarded_elements,
-    normalize_address,
-    x_forwarded_for_hops,
-)
+from bastion.security.client_ip import ClientResolver, ForwardedClient, ProxyHeader, client_address
+from bastion.security.forwarded import ForwardedElement, forwarded_elements, x_forwarded_for_hops
+from bastion.security.trusted_proxies import TrustedProxies, normalize_address
 
 TRUSTED = TrustedProxies(["10.0.0.0/8", "127.0.0.1", "2001:db8:ffff::/48"])
 PROXY = "10.0.0.9"
