@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from bastion.dependencies import DbSession, require
-from bastion.notes import service
+from bastion.notes import listing, service
 from bastion.notes.dependencies import (
     AllNotes,
     Cursors,
@@ -22,6 +22,8 @@ from bastion.notes.dependencies import (
     VisibleNote,
 )
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate, SearchText, ShareCreate
+from bastion.notes.views import note_view
+from bastion.notes.visibility import Viewer
 from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 
@@ -38,7 +40,7 @@ async def create_note(
 ) -> NotePublic:
     """Create a note. The body is sanitized HTML (no script, event handlers or
     ``javascript:`` URLs) before it is stored."""
-    note = await service.create_note(session, owner=service.Viewer.of(principal), data=body)
+    note = await service.create_note(session, owner=Viewer.of(principal), data=body)
     response.headers["Location"] = f"/notes/{note.id}"
     return note
 
@@ -61,20 +63,20 @@ async def list_notes(
 ) -> Page[NotePublic]:
     """The caller's notes and those shared with them, newest first; every user's notes
     with ``all=true`` (needs notes:read_all)."""
-    viewer = service.Viewer.of(principal)
-    purpose = service.listing_purpose(viewer=viewer, all_notes=all_notes, q=q)
-    after = service.decode_position(cursors, purpose, cursor) if cursor else None
-    items, last = await service.list_notes(
+    viewer = Viewer.of(principal)
+    purpose = listing.listing_purpose(viewer=viewer, all_notes=all_notes, q=q)
+    after = listing.decode_position(cursors, purpose, cursor) if cursor else None
+    items, last = await listing.list_notes(
         session, viewer=viewer, all_notes=all_notes, q=q, limit=limit, after=after
     )
-    next_cursor = service.encode_position(cursors, purpose, last) if last else None
+    next_cursor = listing.encode_position(cursors, purpose, last) if last else None
     return Page[NotePublic](items=items, next_cursor=next_cursor)
 
 
 @router.get("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND})
 async def read_note(note: VisibleNote, principal: NotesReader, session: DbSession) -> NotePublic:
     """A note the caller owns or that is shared with them (any note with notes:read_all)."""
-    return await service.note_view(session, note=note, viewer=service.Viewer.of(principal))
+    return await note_view(session, note=note, viewer=Viewer.of(principal))
 
 
 @router.patch("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND, 422: {}})
@@ -83,7 +85,7 @@ async def update_note(
 ) -> NotePublic:
     """Change the title and/or the body of a note the caller owns."""
     return await service.update_note(
-        session, note=note, changes=body, viewer=service.Viewer.of(principal)
+        session, note=note, changes=body, viewer=Viewer.of(principal)
     )
 
 
@@ -106,5 +108,5 @@ async def share_note(
     """Give another user read access to a note the caller owns. Idempotent: sharing again
     answers the same. An unknown username, or the owner's own, is a 422."""
     return await service.share_note(
-        session, note=note, username=body.username, viewer=service.Viewer.of(principal)
+        session, note=note, username=body.username, viewer=Viewer.of(principal)
     )
