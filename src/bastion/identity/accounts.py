@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,11 +13,17 @@ from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
 from bastion.clock import Clock, utc_now
 from bastion.errors import BadRequest, Conflict, InvalidFields, Unauthenticated
-from bastion.identity.lockout import Lockout, is_locked
+from bastion.identity.freshness import (
+    AccountState,
+    lock_account,
+    read_account,
+    write_if_unchanged,
+)
+from bastion.identity.lockout import Lockout
 from bastion.identity.revocation import Revocation
 from bastion.identity.schemas import RegisterRequest
 from bastion.problems import FieldError
-from bastion.security.passwords import PasswordHasher, password_problems
+from bastion.security.passwords import PasswordHasher, Verification, password_problems
 from bastion.security.permissions import DEFAULT_ROLES
 from bastion.security.principal import Principal
 from bastion.security.tokens import INVALID_TOKEN_DETAIL
@@ -69,7 +74,7 @@ async def insert_user(
     return user
 
 
-def _new_password_problems(user: User, current: str, new: str) -> list[FieldError]:
+def _new_password_problems(user: AccountState, current: str, new: str) -> list[FieldError]:
     problems = password_problems(new, username=user.username, email=user.email)
     if new == current:
         problems.append("The new password must differ from the current one.")
@@ -122,45 +127,81 @@ class Accounts:
 
     async def change_password(
         self,
-        session: AsyncSession,
         principal: Principal,
         *,
         current_password: str,
         new_password: str,
         audit: AuditContext,
     ) -> None:
+        """Its own unit of work, following ``freshness``: the current password is verified
+        outside any transaction, then the new hash is written only if the hash verified is
+        still the stored one, on the row locked for the commit. Every other session of the
+        account — including one a racing login opened just before — is revoked in it."""
         audit = audit.as_actor(principal.user_id)
-        async with self.database.transaction() as lookup:  # released before hashing
-            user = await lookup.get(User, uuid.UUID(principal.user_id))
-        if user is None or user.disabled:
-            raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
-        verification = await self.hasher.verify(current_password, user.password_hash)
-        now = self.clock()
-        if is_locked(user.locked_until, now):
-            raise WrongCurrentPassword  # like the token endpoint: no change, no extension
-        if not verification.valid:
-            # A stolen access token must not become a free password oracle: the failure
-            # counts toward the lockout. It is its own unit of work, committed before the
-            # refusal, because the request's transaction rolls back with the error.
-            async with self.database.transaction() as failure:
-                await self.lockout.count_failure(failure, user.id, now, audit)
-                await audit.record(
-                    failure, AuditEventType.PASSWORD_CHANGE, Outcome.FAILURE,
-                    subject=str(user.id), reason="wrong_password",
+        user_id = uuid.UUID(principal.user_id)
+        new_hash: str | None = None
+        for _attempt in range(2):
+            seen = await read_account(self.database, User.id == user_id)
+            if seen is None or seen.disabled:
+                raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
+            verification: Verification | None = None
+            if seen.locked(self.clock()):
+                await self.hasher.verify_dummy(current_password)
+            else:
+                verification = await self.hasher.verify(current_password, seen.password_hash)
+            if verification is not None and verification.valid and new_hash is None:
+                problems = _new_password_problems(seen, current_password, new_password)
+                if problems:
+                    raise InvalidFields(problems)
+                new_hash = await self.hasher.hash(new_password)
+            async with self.database.transaction() as session:
+                settled = await self._settle_change(
+                    session, principal, seen, verification, new_hash, audit
                 )
-            raise WrongCurrentPassword
-        problems = _new_password_problems(user, current_password, new_password)
-        if problems:
-            raise InvalidFields(problems)
-        new_hash = await self.hasher.hash(new_password)
-        await session.execute(
-            update(User)
-            .where(User.id == user.id)
-            .values(password_hash=new_hash, updated_at=now, failed_logins=0)
-        )
+            if settled is None:
+                return
+            if not isinstance(settled, _StaleCredentials):
+                raise settled
+        raise WrongCurrentPassword  # changed twice under this request: refuse, do not loop
+
+    async def _settle_change(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        seen: AccountState,
+        verification: Verification | None,
+        new_hash: str | None,
+        audit: AuditContext,
+    ) -> Exception | None:
+        """None once changed; otherwise the refusal to raise after the commit."""
+        now = self.clock()
+        fresh = await lock_account(session, seen.user_id)
+        if fresh is None or fresh.disabled:
+            return Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
+        if fresh.password_hash != seen.password_hash:
+            return _StaleCredentials()  # verify again against the hash that is stored now
+        if verification is None or fresh.locked(now):
+            return WrongCurrentPassword()  # like the token endpoint: no change, no count
+        if not verification.valid or new_hash is None:
+            # A stolen access token must not become a free password oracle: the failure
+            # counts toward the lockout, and commits although the request fails.
+            await self.lockout.count_failure(session, fresh.user_id, now, audit)
+            await audit.record(
+                session, AuditEventType.PASSWORD_CHANGE, Outcome.FAILURE,
+                subject=str(fresh.user_id), reason="wrong_password",
+            )
+            return WrongCurrentPassword()
+        values = {"password_hash": new_hash, "updated_at": now, "failed_logins": 0}
+        if not await write_if_unchanged(session, fresh, now, **values):
+            return _StaleCredentials()
         await self.revocation.revoke_live_sessions(
-            session, user.id, reason="password_change", keep=uuid.UUID(principal.session_id)
+            session, fresh.user_id, reason="password_change", keep=uuid.UUID(principal.session_id)
         )
         await audit.record(
-            session, AuditEventType.PASSWORD_CHANGE, Outcome.SUCCESS, subject=str(user.id)
+            session, AuditEventType.PASSWORD_CHANGE, Outcome.SUCCESS, subject=str(fresh.user_id)
         )
+        return None
+
+
+class _StaleCredentials(Exception):
+    """The hash verified is no longer the stored one: verify again."""

@@ -1,8 +1,11 @@
-"""The OAuth2 grants (RFC 6749): a password login and a refresh, each one unit of work.
+"""The OAuth2 grants (RFC 6749): a password login and a refresh.
 
-Failures the client must not be able to tell apart (unknown user, wrong password, disabled,
-locked) all end in the same ``GrantError("invalid_grant")`` after the same work: one
-Argon2id verification, one audit insert.
+Each grant is its own unit of work: a refusal's audit event and lockout count commit, and
+the grant then raises ``GrantError``. Failures the client must not be able to tell apart
+(unknown user, wrong password, disabled, locked) all end in the same
+``GrantError("invalid_grant")`` after the same work: one Argon2id verification (a dummy one
+where there is no hash to check), one audit insert. The password grant follows
+``freshness``: what it decided before the hash is decided again on the locked row.
 """
 
 from __future__ import annotations
@@ -17,10 +20,16 @@ from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
 from bastion.clock import Clock, utc_now
 from bastion.config import Settings
-from bastion.identity.lockout import Lockout, is_locked
+from bastion.identity.freshness import (
+    AccountState,
+    lock_account,
+    read_account,
+    write_if_unchanged,
+)
+from bastion.identity.lockout import Lockout
 from bastion.identity.revocation import Revocation
 from bastion.identity.schemas import TokenResponse
-from bastion.security.passwords import PasswordHasher
+from bastion.security.passwords import PasswordHasher, Verification
 from bastion.security.permissions import (
     UnknownScope,
     granted_permissions,
@@ -43,6 +52,15 @@ class GrantError(Exception):
 class InvalidScope(GrantError):
     error = "invalid_scope"
     description = "The requested scope is not valid."
+
+
+class _Refusal:
+    """Why a settled grant issued nothing (the transaction still commits its audit)."""
+
+
+_REFUSED = _Refusal()  # invalid_grant
+_INVALID_SCOPE = _Refusal()  # invalid_scope
+_STALE = _Refusal()  # what the slow step verified changed meanwhile: verify again
 
 
 def requested_scope(scope: str | None) -> frozenset[str] | None:
@@ -76,72 +94,105 @@ class Grants:
         self.clock = clock
 
     async def password_grant(
+        self, *, username: str, password: str, scope: str | None, audit: AuditContext
+    ) -> TokenResponse:
+        """The password grant, decided twice: on the account read before the hash, and
+        again on the row-locked account inside the transaction that issues the tokens."""
+        requested = requested_scope(scope)
+        for _attempt in range(2):
+            seen = await read_account(self.database, User.username == username.lower())
+            if seen is None:
+                await self.hasher.verify_dummy(password)
+                await audit.record_detached(
+                    self.database, AuditEventType.LOGIN_FAILURE, Outcome.FAILURE,
+                    reason="unknown_user",
+                )
+                raise GrantError
+            verification: Verification | None = None
+            if seen.locked(self.clock()):
+                # The same work as any refusal, so a lock cannot be told apart by time.
+                await self.hasher.verify_dummy(password)
+            else:
+                verification = await self.hasher.verify(password, seen.password_hash)
+            async with self.database.transaction() as session:
+                settled = await self._settle_password_grant(
+                    session, seen, verification, requested, audit
+                )
+            if isinstance(settled, TokenResponse):
+                return settled
+            if settled is not _STALE:
+                raise GrantError
+        # The hash changed under this request twice (two password changes or rehashes in a
+        # row): refuse rather than hash a third time.
+        raise GrantError
+
+    async def _settle_password_grant(
         self,
         session: AsyncSession,
-        *,
-        username: str,
-        password: str,
-        scope: str | None,
+        seen: AccountState,
+        verification: Verification | None,
+        requested: frozenset[str] | None,
         audit: AuditContext,
-    ) -> TokenResponse:
-        requested = requested_scope(scope)
-        # Read, then hash outside any transaction: on SQLite a transaction holds the
-        # database's write lock, and Argon2id takes tens of milliseconds.
-        async with self.database.transaction() as lookup:
-            user = await lookup.scalar(select(User).where(User.username == username.lower()))
-        if user is None:
-            await self.hasher.verify_dummy(password)
-            await audit.record(
-                session, AuditEventType.LOGIN_FAILURE, Outcome.FAILURE, reason="unknown_user"
-            )
-            raise GrantError
-        verification = await self.hasher.verify(password, user.password_hash)
+    ) -> TokenResponse | _Refusal:
         now = self.clock()
-        if user.disabled:
+        fresh = await lock_account(session, seen.user_id)
+        if fresh is not None and fresh.password_hash != seen.password_hash:
+            # Changed (or rehashed) during the hash: what was verified is stale. Verify
+            # again against the new hash, as if this request had arrived after the change.
+            return _STALE
+        if fresh is None:
+            reason = "unknown_user"
+        elif fresh.disabled:
             reason = "disabled"
-        elif is_locked(user.locked_until, now):
-            reason = "locked"  # refused even with the right password; does not extend the lock
+        elif verification is None or fresh.locked(now):
+            reason = "locked"  # refused even with the right password; not counted
         elif not verification.valid:
-            reason = "wrong_password"
-            await self.lockout.count_failure(session, user.id, now, audit)
+            counted = await self.lockout.count_failure(session, fresh.user_id, now, audit)
+            reason = "wrong_password" if counted else "locked"
         else:
-            reason = ""
-        if reason:
-            await audit.record(
-                session, AuditEventType.LOGIN_FAILURE, Outcome.FAILURE,
-                subject=str(user.id), reason=reason,
-            )
-            raise GrantError
+            return await self._sign_in(session, fresh, verification, requested, now, audit)
+        await audit.record(
+            session, AuditEventType.LOGIN_FAILURE, Outcome.FAILURE,
+            subject=str(seen.user_id), reason=reason,
+        )
+        return _REFUSED
 
+    async def _sign_in(
+        self,
+        session: AsyncSession,
+        fresh: AccountState,
+        verification: Verification,
+        requested: frozenset[str] | None,
+        now: datetime,
+        audit: AuditContext,
+    ) -> TokenResponse | _Refusal:
+        """A verified password on a fresh, locked row: clear the counters (and store the
+        rehash) with a compare-and-set, open a session, issue its tokens."""
         reset: dict[str, object] = {
             "failed_logins": 0, "lockouts": 0, "locked_until": None, "updated_at": now
         }
         if verification.new_hash is not None:
             reset["password_hash"] = verification.new_hash
-        # The lookup ran before hashing, outside this transaction: re-check, in it, that the
-        # account was not disabled meanwhile.
-        still_enabled = await session.execute(
-            update(User).where(User.id == user.id, User.disabled.is_(False)).values(**reset)
-        )
-        if still_enabled.rowcount != 1:  # type: ignore[attr-defined]
-            raise GrantError
-        granted = resolve_scope(requested, granted_permissions(user.roles))
+        if not await write_if_unchanged(session, fresh, now, **reset):
+            return _STALE  # cannot happen under the row lock; never issue on a failed write
+        # Scope and iat come from the locked row: the roles and cut-off as they are now.
+        granted = resolve_scope(requested, granted_permissions(fresh.roles))
         login = LoginSession(
             id=uuid.uuid4(),
-            user_id=user.id,
+            user_id=fresh.user_id,
             scope=" ".join(sorted(granted)),
             created_at=now,
             expires_at=now + timedelta(seconds=self.settings.session_max_age),
         )
         session.add(login)
         return await self._issue_tokens(
-            session, user, login, granted, now, audit, AuditEventType.LOGIN_SUCCESS
+            session, fresh, login, granted, now, audit, AuditEventType.LOGIN_SUCCESS
         )
 
     async def _issue_tokens(
         self,
         session: AsyncSession,
-        user: User,
+        account: AccountState,
         login: LoginSession,
         scopes: frozenset[str],
         now: datetime,
@@ -163,22 +214,20 @@ class Grants:
         )
         ring = await self.keys.reload_if_stale(session) or await self.keys.ring()
         lifetime = self.settings.access_token_ttl
-        # A role change or disable refuses tokens issued before the user's cut-off (the next
-        # whole second); a token issued now must not fall under it, so it starts there.
-        issued_at = max(int(now.timestamp()), user.tokens_revoked_before or 0)
         access = ring.sign(
             access_token_claims(
                 issuer=self.settings.issuer,
                 audience=self.settings.audience,
-                subject=str(user.id),
+                subject=str(account.user_id),
                 session_id=str(login.id),
                 scopes=scopes,
                 lifetime=lifetime,
-                now=issued_at,
+                now=account.issued_at(now),
             )
         )
-        await audit.as_actor(str(user.id)).record(
-            session, event, Outcome.SUCCESS, subject=str(user.id), session_id=str(login.id)
+        subject = str(account.user_id)
+        await audit.as_actor(subject).record(
+            session, event, Outcome.SUCCESS, subject=subject, session_id=str(login.id)
         )
         return TokenResponse(
             access_token=access,
@@ -188,38 +237,65 @@ class Grants:
         )
 
     async def refresh_grant(
-        self,
-        session: AsyncSession,
-        *,
-        refresh_token: str,
-        scope: str | None,
-        audit: AuditContext,
+        self, *, refresh_token: str, scope: str | None, audit: AuditContext
     ) -> TokenResponse:
         requested = requested_scope(scope)
-        row = await session.execute(
-            select(RefreshToken, LoginSession, User)
-            .join(LoginSession, RefreshToken.session_id == LoginSession.id)
-            .join(User, LoginSession.user_id == User.id)
-            .where(RefreshToken.token_hash == hash_refresh_token(refresh_token))
+        async with self.database.transaction() as session:
+            settled = await self._settle_refresh(session, refresh_token, requested, audit)
+        if isinstance(settled, TokenResponse):
+            return settled
+        if settled is _INVALID_SCOPE:
+            raise InvalidScope
+        raise GrantError
+
+    async def _settle_refresh(
+        self,
+        session: AsyncSession,
+        refresh_token: str,
+        requested: frozenset[str] | None,
+        audit: AuditContext,
+    ) -> TokenResponse | _Refusal:
+        """One transaction: find the token, lock the user, its session and the token (in
+        that order, like every writer), decide on that fresh state, spend the token."""
+        token_hash = hash_refresh_token(refresh_token)
+        owner = await session.execute(
+            select(LoginSession.user_id, LoginSession.id)
+            .join(RefreshToken, RefreshToken.session_id == LoginSession.id)
+            .where(RefreshToken.token_hash == token_hash)
         )
-        found = row.one_or_none()
+        found = owner.one_or_none()
         if found is None:
-            raise GrantError
-        token, login, user = found
+            return _REFUSED
+        user_id, login_id = found
+        account = await lock_account(session, user_id)
+        login = await session.scalar(
+            select(LoginSession)
+            .where(LoginSession.id == login_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        token = await session.scalar(
+            select(RefreshToken)
+            .where(RefreshToken.token_hash == token_hash)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if account is None or login is None or token is None:
+            return _REFUSED
         now = self.clock()
         if token.used_at is not None:
-            await self._refresh_reuse(session, login, user, audit)
-            raise GrantError
+            await self._refresh_reuse(session, login, audit)
+            return _REFUSED
         if (
             login.revoked_at is not None
             or login.expires_at <= now
             or token.expires_at <= now
-            or user.disabled
+            or account.disabled
         ):
-            raise GrantError
+            return _REFUSED
         session_scopes = frozenset(login.scope.split())
         if requested is not None and not requested <= session_scopes:
-            raise InvalidScope  # before the token is spent: a retry with it is no replay
+            return _INVALID_SCOPE  # before the token is spent: a retry with it is no replay
         # Single use, decided by the database: of two concurrent uses exactly one row
         # update succeeds; the other is a reuse like any replay.
         claimed = await session.execute(
@@ -228,19 +304,20 @@ class Grants:
             .values(used_at=now)
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            await self._refresh_reuse(session, login, user, audit)
-            raise GrantError
-        scopes = resolve_scope(requested or session_scopes, granted_permissions(user.roles))
+            await self._refresh_reuse(session, login, audit)
+            return _REFUSED
+        # The roles of the locked row: a refresh never keeps what a demotion took away.
+        scopes = resolve_scope(requested or session_scopes, granted_permissions(account.roles))
         return await self._issue_tokens(
-            session, user, login, scopes, now, audit, AuditEventType.TOKEN_REFRESH
+            session, account, login, scopes, now, audit, AuditEventType.TOKEN_REFRESH
         )
 
     async def _refresh_reuse(
-        self, session: AsyncSession, login: LoginSession, user: User, audit: AuditContext
+        self, session: AsyncSession, login: LoginSession, audit: AuditContext
     ) -> None:
         """A used refresh token came back: someone holds a copy. The session dies whole."""
         await self.revocation.revoke_sessions(session, [login], reason="refresh_reuse")
         await audit.record(
             session, AuditEventType.REFRESH_REUSE, Outcome.DENIED,
-            subject=str(user.id), session_id=str(login.id),
+            subject=str(login.user_id), session_id=str(login.id),
         )

@@ -1,7 +1,8 @@
 """Counting failed password checks and locking the account for a growing period.
 
-Counters are changed by single UPDATE statements in the database, so parallel guesses
-cannot race a counter past the threshold: exactly one of them sets the lock.
+Counters are changed by single conditional UPDATE statements, so parallel guesses cannot
+race a counter past the threshold: exactly one of them sets the lock, and a guess that
+arrives while the account is locked is never counted and never extends the lock.
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
 from bastion.config import Settings
+from bastion.identity.freshness import not_locked
 from bastion.storage.tables import User
-
-
-def is_locked(locked_until: datetime | None, now: datetime) -> bool:
-    return locked_until is not None and locked_until > now
 
 
 class Lockout:
@@ -33,16 +31,20 @@ class Lockout:
 
     async def count_failure(
         self, session: AsyncSession, user_id: uuid.UUID, now: datetime, audit: AuditContext
-    ) -> None:
+    ) -> bool:
+        """Counts one failure unless the account is locked at ``now``; False when it was
+        locked (the caller then answers and audits the attempt as ``locked``)."""
         failures = await session.scalar(
             update(User)
-            .where(User.id == user_id)
+            .where(User.id == user_id, not_locked(now))
             .values(failed_logins=User.failed_logins + 1, updated_at=now)
             .returning(User.failed_logins)
         )
+        if failures is None:
+            return False
         threshold = self.settings.lockout_threshold
-        if failures is None or failures < threshold:
-            return
+        if failures < threshold:
+            return True
         lockouts = await session.scalar(
             update(User)
             .where(User.id == user_id, User.failed_logins >= threshold)
@@ -50,7 +52,7 @@ class Lockout:
             .returning(User.lockouts)
         )
         if lockouts is None:  # another request set this lock already
-            return
+            return True
         period = self.period(lockouts)
         await session.execute(
             update(User).where(User.id == user_id).values(locked_until=now + period)
@@ -59,3 +61,4 @@ class Lockout:
             session, AuditEventType.LOCKOUT, Outcome.DENIED,
             subject=str(user_id), seconds=int(period.total_seconds()), lockouts=lockouts,
         )
+        return True

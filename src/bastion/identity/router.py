@@ -105,7 +105,7 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
     openapi_extra=_TOKEN_FORM,
     dependencies=[public(rate_limit=LOGIN_LIMIT)],
 )
-async def token(request: Request, session: DbSession) -> Response:
+async def token(request: Request) -> Response:
     """OAuth2 token endpoint (RFC 6749): ``password`` and ``refresh_token`` grants."""
     form = await _read_form(request)
     if form is None:
@@ -118,7 +118,6 @@ async def token(request: Request, session: DbSession) -> Response:
             if not username or not password:
                 return _oauth_error("invalid_request", "username and password are required.")
             issued = await grants.password_grant(
-                session,
                 username=username,
                 password=password,
                 scope=form.get("scope"),
@@ -129,7 +128,6 @@ async def token(request: Request, session: DbSession) -> Response:
             if not refresh_token:
                 return _oauth_error("invalid_request", "refresh_token is required.")
             issued = await grants.refresh_grant(
-                session,
                 refresh_token=refresh_token,
                 scope=form.get("scope"),
                 audit=AuditContext.of(request),
@@ -139,7 +137,7 @@ async def token(request: Request, session: DbSession) -> Response:
         else:
             return _oauth_error("unsupported_grant_type", "Use password or refresh_token.")
     except GrantError as refused:
-        # Returned, not raised: the failure's audit event and lockout count must commit.
+        # The grant committed the refusal's audit event and lockout count already.
         return _oauth_error(refused.error, refused.description)
     return JSONResponse(
         issued.model_dump(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -183,11 +181,9 @@ async def change_password(
     body: PasswordChangeRequest,
     principal: PasswordChanger,
     request: Request,
-    session: DbSession,
 ) -> None:
     """Change the password; every other session of the account is revoked."""
     await services_of(request.app).accounts.change_password(
-        session,
         principal,
         current_password=body.current_password,
         new_password=body.new_password,
