@@ -166,8 +166,6 @@ class AdminService:
                 )
 
         now = self.clock()
-        if roles_change or disable:
-            user.token_version += 1
         if roles_change:
             user.roles = list(after)
         if disable or enable:

@@ -60,7 +60,6 @@ async def insert_user(
         password_hash=password_hash,
         roles=list(roles),
         disabled=False,
-        token_version=0,
         failed_logins=0,
         lockouts=0,
         created_at=now,

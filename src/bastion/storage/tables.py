@@ -73,9 +73,6 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     roles: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["user"])
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Reserved for role changes and disabling (the authorization work): bumped then, so
-    # that earlier grants can be told apart.
-    token_version: Mapped[int] = mapped_column(Integer, default=0)
     # Every access token issued before this Unix time is refused (roles changed, account
     # disabled); kept here so the revocation store can be restored from it.
     tokens_revoked_before: Mapped[int | None] = mapped_column(BigInteger, default=None)
