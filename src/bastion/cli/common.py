@@ -1,0 +1,56 @@
+"""What every command shares: reading the settings, refusing with a message, the database.
+
+A command that cannot go on says why on stderr and exits non-zero (``fail``): 2 for a usage
+or configuration problem, 1 for anything else. Commands that touch the database open it
+through ``current_database``, which refuses a database that does not answer or is behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import typer
+from pydantic import ValidationError
+
+from bastion.config import Settings
+from bastion.storage import Database, StorageUnavailable
+from bastion.storage.migrate import current_revision, head_revision
+
+SCHEMA_BEHIND = "bastion: the database schema is not current; run `bastion migrate` first"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; an invalid or refused configuration exits 2, legibly."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = [
+            f"{'.'.join(str(part) for part in e['loc']) or 'configuration'}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        ]
+        raise fail("bastion: invalid configuration\n" + "\n".join(lines), code=2) from None
+
+
+class SchemaBehind(Exception):
+    """The database is not migrated to this version of bastion."""
+
+
+@asynccontextmanager
+async def current_database(settings: Settings) -> AsyncIterator[Database]:
+    """The configured database, answering and migrated to this version; else raises
+    ``StorageUnavailable`` or ``SchemaBehind``, which the commands turn into messages."""
+    database = Database.from_settings(settings)
+    try:
+        if not await database.ping():
+            raise StorageUnavailable
+        if await current_revision(database.engine) != head_revision():
+            raise SchemaBehind
+        yield database
+    finally:
+        await database.dispose()

@@ -1,0 +1,36 @@
+"""``bastion keys``: the JWT signing keys."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import typer
+
+from bastion.cli.common import SCHEMA_BEHIND, SchemaBehind, current_database, fail, load_settings
+from bastion.config import Settings
+from bastion.storage import StorageUnavailable
+from bastion.storage.signing_keys import rotate_signing_key
+
+keys_cli = typer.Typer(help="The JWT signing keys.", no_args_is_help=True)
+
+
+async def _rotate_keys(settings: Settings) -> str:
+    async with current_database(settings) as database, database.transaction() as session:
+        return await rotate_signing_key(session, settings, now=datetime.now(UTC))
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Start signing with a new key; old public keys stay in the JWKS until their tokens
+    expire. Running servers pick the new key up without a restart."""
+    settings = load_settings()
+    if settings.jwt_algorithm == "HS256":
+        raise fail("bastion: HS256 signs with BASTION_JWT_SECRET; rotate that secret instead")
+    try:
+        kid = asyncio.run(_rotate_keys(settings))
+    except StorageUnavailable:
+        raise fail("bastion: the database does not answer; no key was rotated") from None
+    except SchemaBehind:
+        raise fail(SCHEMA_BEHIND) from None
+    typer.echo(f"new signing key {kid} ({settings.jwt_algorithm})")
