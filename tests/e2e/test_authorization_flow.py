@@ -26,18 +26,14 @@ share a server without depending on each other's order.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,33 +41,33 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.e2e.api import (
+    FAST_HASHING_ENV,
+    ROOMY_LOGIN_LIMIT,
+    USER_PERMISSIONS,
+    Account,
+    Api,
+    assert_invalid_grant,
+    assert_unauthorized,
+    connected,
+)
 from tests.e2e.conftest import (
-    BASTION,
-    REPO_ROOT,
+    Deployment,
     LiveServer,
     assert_problem,
-    migrate,
-    running,
-    serve_command,
+    deployed,
+    factory_command,
+    postgres_for,
+    run_bastion,
     service_env,
+    with_tests_importable,
 )
 from tests.identity.helpers import PASSWORD
-from tests.servers.postgres import PostgresServer, free_port
+from tests.servers.postgres import free_port
 
-# Generous, so the flow measures authorization and not the login limiter (tested elsewhere).
-LOGIN_LIMIT = "1000/minute"
-# Argon2id at its cheapest: these tests log in often and do not measure hashing (the
-# production check refuses these values; development mode allows them).
-FAST_HASHING = {"password_hash_memory_kib": "1024", "password_hash_time_cost": "1"}
 ROOT = "root"
 ROOT_EMAIL = "root@example.com"
 ROOT_PASSWORD = "an operator's long passphrase 2026"
-CLI_TIMEOUT = 60
-INVALID_GRANT = {
-    "error": "invalid_grant",
-    "error_description": "The credentials or the grant are not valid.",
-}
-USER_PERMISSIONS = {"notes:read", "notes:write"}
 ADMIN_PERMISSIONS = {"users:read", "users:write", "notes:read_all", "audit:read"}
 
 XSS_BODY = (
@@ -95,10 +91,6 @@ SEARCH_TITLES = (
 SEARCH_BODY = "<p>nothing special</p>"
 
 UNGUARDED_APP = "tests.e2e.test_authorization_flow:create_app_with_unguarded_route"
-UNGUARDED_RUNNER = (
-    "from bastion.server import run_server; from bastion.config import Settings; "
-    "run_server(Settings(), app_factory={app!r}, port={port})"
-)
 UNGUARDED_DEADLINE = 20.0
 
 PRODUCTION_ENV = {
@@ -106,8 +98,6 @@ PRODUCTION_ENV = {
     "issuer": "https://id.example.com",
     "allowed_hosts": "id.example.com",
 }
-
-_names = itertools.count(1)
 
 
 def create_app_with_unguarded_route() -> FastAPI:
@@ -123,25 +113,7 @@ def create_app_with_unguarded_route() -> FastAPI:
     return app
 
 
-# -- the deployment: a server and the environment its operator's commands run with ----------
-
-
-@dataclass
-class Deployment:
-    server: LiveServer
-    env: dict[str, str]
-
-    def bastion(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BASTION), *args],
-            env=self.env,
-            cwd=self.server.root,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
+# -- the deployment, its operator and a client that knows who it is ---------------------------
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -150,99 +122,10 @@ def deployment(
 ) -> Iterator[Deployment]:
     """``bastion serve`` on each backend, with the env ``bastion`` commands need to reach the
     same database (SQLite: the same data dir; PostgreSQL: the same URL)."""
-    backend: str = request.param
-    root = tmp_path_factory.mktemp(f"authz-{backend}")
-    env = service_env(root / "data", rate_limit_login=LOGIN_LIMIT, **FAST_HASHING)
-    if backend == "sqlite":
-        with running(serve_command, root=root, env=env, backend=backend) as server:
-            yield Deployment(server, env)
-        return
-    postgres: PostgresServer = request.getfixturevalue("postgres_server")
-    name = asyncio.run(postgres.create_database())
-    try:
-        env["BASTION_DATABASE_URL"] = postgres.url(name)
-        migrate(env, root)
-        with running(serve_command, root=root, env=env, backend=backend) as server:
-            yield Deployment(server, env)
-    finally:
-        asyncio.run(postgres.drop_database(name))
-
-
-# -- a client that knows who it is ---------------------------------------------------------
-
-
-@dataclass
-class Account:
-    id: str
-    username: str
-    password: str
-    access_token: str = ""
-    refresh_token: str = ""
-    scope: set[str] = field(default_factory=set)
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
-
-
-class Api:
-    def __init__(self, client: httpx.Client) -> None:
-        self.client = client
-
-    def call(
-        self, method: str, path: str, who: Account | None = None, **options: Any
-    ) -> httpx.Response:
-        headers = dict(options.pop("headers", {}))
-        if who is not None:
-            headers.update(who.auth)
-        return self.client.request(method, path, headers=headers, **options)
-
-    def ok(self, method: str, path: str, who: Account, status: int = 200, **options: Any) -> Any:
-        response = self.call(method, path, who, **options)
-        assert response.status_code == status, (method, path, response.status_code, response.text)
-        return response.json() if response.content else None
-
-    def password_grant(self, username: str, password: str) -> httpx.Response:
-        return self.client.post(
-            "/auth/token",
-            data={"grant_type": "password", "username": username, "password": password},
-        )
-
-    def refresh(self, refresh_token: str) -> httpx.Response:
-        return self.client.post(
-            "/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token}
-        )
-
-    def login(self, account: Account) -> Account:
-        response = self.password_grant(account.username, account.password)
-        assert response.status_code == 200, response.text
-        tokens = response.json()
-        account.access_token = tokens["access_token"]
-        account.refresh_token = tokens["refresh_token"]
-        account.scope = set(tokens["scope"].split())
-        return account
-
-    def register(self, prefix: str) -> Account:
-        """A new account with a name no other test uses, logged in."""
-        username = f"{prefix}{next(_names)}-{uuid.uuid4().hex[:6]}"
-        response = self.client.post(
-            "/auth/register",
-            json={
-                "username": username,
-                "email": f"{username}@example.com",
-                "password": PASSWORD,
-                "age": 30,
-            },
-        )
-        assert response.status_code == 201, response.text
-        account = self.login(Account(response.json()["id"], username, PASSWORD))
-        assert account.scope == USER_PERMISSIONS, account.scope
-        return account
-
-    def audit(self, who: Account, **params: str) -> list[dict[str, Any]]:
-        page = self.ok("GET", "/admin/audit", who, params={"limit": "100", **params})
-        items: list[dict[str, Any]] = page["items"]
-        return items
+    root = tmp_path_factory.mktemp(f"authz-{request.param}")
+    variables = {"rate_limit_login": ROOMY_LOGIN_LIMIT, **FAST_HASHING_ENV}
+    with deployed(root, request.param, postgres_for(request), **variables) as running:
+        yield running
 
 
 @dataclass
@@ -259,16 +142,10 @@ class Operated:
 @pytest.fixture(scope="module")
 def root_admin(deployment: Deployment) -> Account:
     """``bastion create-admin`` run against the live server's database while it serves."""
-    result = deployment.bastion(
-        "create-admin", "--username", ROOT, "--email", ROOT_EMAIL, stdin=ROOT_PASSWORD + "\n"
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert f"admin {ROOT} created" in result.stdout, output
-    assert ROOT_PASSWORD not in output
-    with deployment.server.client() as client:
-        root = Api(client).login(Account("", ROOT, ROOT_PASSWORD))
-        me = client.get("/auth/me", headers=root.auth)
+    deployment.create_admin(ROOT, ROOT_PASSWORD)
+    with connected(deployment.server) as api:
+        root = api.sign_in(Account("", ROOT, ROOT_PASSWORD))
+        me = api.me(root.access_token)
     assert me.status_code == 200, me.text
     root.id = me.json()["id"]
     assert me.json()["roles"] == ["admin", "user"], me.json()
@@ -277,32 +154,16 @@ def root_admin(deployment: Deployment) -> Account:
 
 @pytest.fixture
 def operated(deployment: Deployment, root_admin: Account) -> Iterator[Operated]:
-    with deployment.server.client() as client:
-        api = Api(client)
+    with connected(deployment.server) as api:
         # A fresh login per test, so no test depends on what another did to root's sessions.
-        root = api.login(Account(root_admin.id, ROOT, ROOT_PASSWORD))
+        root = api.sign_in(Account(root_admin.id, ROOT, ROOT_PASSWORD))
         yield Operated(deployment, api, root)
-
-
-# -- verdicts -------------------------------------------------------------------------------
 
 
 def without_request_id(response: httpx.Response, status: int) -> dict[str, Any]:
     body = dict(assert_problem(response, status))
     body.pop("request_id")
     return body
-
-
-def assert_unauthorized(response: httpx.Response) -> None:
-    assert_problem(response, 401)
-    challenge = response.headers.get("www-authenticate", "")
-    assert challenge.split(" ", 1)[0] == "Bearer", challenge
-
-
-def assert_invalid_grant(response: httpx.Response) -> None:
-    assert response.status_code == 400, response.text
-    assert response.headers["content-type"].split(";")[0] == "application/json"
-    assert response.json() == INVALID_GRANT
 
 
 # -- the tests ------------------------------------------------------------------------------
@@ -313,7 +174,7 @@ def test_created_admin_lists_every_user_once_and_reads_the_audit_log(
 ) -> None:
     api, root = operated.api, operated.root
     assert ADMIN_PERMISSIONS | USER_PERMISSIONS <= root.scope, root.scope
-    created = {api.register("walk").id for _ in range(5)}
+    created = {api.new_account("walk").id for _ in range(5)}
 
     # The cursor walk, two at a time: every account once, none skipped, oldest first.
     walked: list[dict[str, Any]] = []
@@ -355,14 +216,14 @@ def test_created_admin_lists_every_user_once_and_reads_the_audit_log(
     first = api.ok("GET", "/admin/users", root, params={"limit": "1"})
     assert first["next_cursor"]
     forged = first["next_cursor"][:-2] + ("AA" if first["next_cursor"][-2:] != "AA" else "BB")
-    assert_problem(api.call("GET", "/admin/users", root, params={"cursor": forged}), 400)
+    assert_problem(api.request("GET", "/admin/users", root, params={"cursor": forged}), 400)
 
 
 def test_a_user_never_reads_changes_deletes_or_shares_another_users_note(
     operated: Operated,
 ) -> None:
     api = operated.api
-    alice, bob, carol = api.register("alice"), api.register("bob"), api.register("carol")
+    alice, bob, carol = api.new_account("alice"), api.new_account("bob"), api.new_account("carol")
     note = api.ok(
         "POST", "/notes", alice, 201, json={"title": "alice's secret", "body": "<p>mine</p>"}
     )
@@ -380,7 +241,7 @@ def test_a_user_never_reads_changes_deletes_or_shares_another_users_note(
     def refused(who: Account, target: str) -> list[dict[str, Any]]:
         answers = []
         for method, where, options in attempts(target):
-            response = api.call(method, where, who, **options)
+            response = api.request(method, where, who, **options)
             answers.append(without_request_id(response, 404))
         return answers
 
@@ -402,7 +263,7 @@ def test_a_user_never_reads_changes_deletes_or_shares_another_users_note(
     for method, where, options in attempts(path)[1:]:
         if method == "POST":
             options = {"json": {"username": carol.username}}
-        response = api.call(method, where, bob, **options)
+        response = api.request(method, where, bob, **options)
         assert without_request_id(response, 404) == reference[0], (method, where)
     # Carol, with whom nothing was shared, still gets the not-found answer.
     assert refused(carol, path) == reference
@@ -413,7 +274,7 @@ def test_a_user_is_refused_admin_routes_and_each_refusal_is_audited(
     operated: Operated,
 ) -> None:
     api, root = operated.api, operated.root
-    bob = api.register("bob")
+    bob = api.new_account("bob")
     attempts: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/admin/users", {}),
         ("PATCH", f"/admin/users/{root.id}", {"json": {"disabled": True}}),
@@ -423,11 +284,11 @@ def test_a_user_is_refused_admin_routes_and_each_refusal_is_audited(
     ]
     request_ids: dict[str, tuple[str, str]] = {}
     for method, path, options in attempts:
-        response = api.call(method, path, bob, **options)
+        response = api.request(method, path, bob, **options)
         body = assert_problem(response, 403)
         request_ids[body["request_id"]] = (method, path)
         # Without a token at all it is 401, not 403: authentication comes first.
-        assert_unauthorized(api.call(method, path, **options))
+        assert_unauthorized(api.request(method, path, **options))
 
     # Each 403 is an access_denied event, with bob as the actor.
     denials = api.audit(root, type="access_denied", user_id=bob.id)
@@ -448,23 +309,23 @@ def test_a_user_is_refused_admin_routes_and_each_refusal_is_audited(
     assert users[root.id]["disabled"] is False
     assert users[root.id]["roles"] == ["admin", "user"]
     assert users[bob.id]["roles"] == ["user"]
-    assert api.login(bob).scope == USER_PERMISSIONS
+    assert api.sign_in(bob).scope == USER_PERMISSIONS
 
 
 def test_disabling_ends_every_token_at_once_and_re_enabling_restores_login(
     operated: Operated,
 ) -> None:
     api, root = operated.api, operated.root
-    bob = api.register("bob")
+    bob = api.new_account("bob")
     old_access, old_refresh = bob.access_token, bob.refresh_token
-    assert api.call("GET", "/auth/me", bob).status_code == 200
+    assert api.request("GET", "/auth/me", bob).status_code == 200
 
     disabled = api.ok("PATCH", f"/admin/users/{bob.id}", root, json={"disabled": True})
     assert disabled["disabled"] is True
 
     # At once: no waiting for the access token to expire.
-    assert_unauthorized(api.call("GET", "/auth/me", bob))
-    assert_unauthorized(api.call("GET", "/notes", bob))
+    assert_unauthorized(api.request("GET", "/auth/me", bob))
+    assert_unauthorized(api.request("GET", "/notes", bob))
     assert_invalid_grant(api.refresh(old_refresh))
     refused_login = api.password_grant(bob.username, bob.password)
     assert_invalid_grant(refused_login)
@@ -477,44 +338,44 @@ def test_disabling_ends_every_token_at_once_and_re_enabling_restores_login(
 
     enabled = api.ok("PATCH", f"/admin/users/{bob.id}", root, json={"disabled": False})
     assert enabled["disabled"] is False
-    api.login(bob)
-    assert api.call("GET", "/auth/me", bob).status_code == 200
+    api.sign_in(bob)
+    assert api.request("GET", "/auth/me", bob).status_code == 200
     # What was ended stays ended.
     bob_before = Account(bob.id, bob.username, bob.password, old_access, old_refresh)
-    assert_unauthorized(api.call("GET", "/auth/me", bob_before))
+    assert_unauthorized(api.request("GET", "/auth/me", bob_before))
     assert_invalid_grant(api.refresh(old_refresh))
 
 
 def test_a_granted_role_takes_effect_at_once(operated: Operated) -> None:
     api, root = operated.api, operated.root
-    bob = api.register("bob")
+    bob = api.new_account("bob")
     old = Account(bob.id, bob.username, bob.password, bob.access_token, bob.refresh_token)
-    assert_problem(api.call("GET", "/admin/audit", bob), 403)
+    assert_problem(api.request("GET", "/admin/audit", bob), 403)
 
     granted = api.ok("PATCH", f"/admin/users/{bob.id}", root, json={"roles": ["user", "auditor"]})
     assert granted["roles"] == ["auditor", "user"]
 
     # The token issued before the change is refused; the session itself lives on.
-    assert_unauthorized(api.call("GET", "/auth/me", old))
+    assert_unauthorized(api.request("GET", "/auth/me", old))
     refreshed = api.refresh(old.refresh_token)
     assert refreshed.status_code == 200, refreshed.text
     renewed = Account(bob.id, bob.username, bob.password, refreshed.json()["access_token"])
-    assert api.call("GET", "/auth/me", renewed).status_code == 200
+    assert api.request("GET", "/auth/me", renewed).status_code == 200
 
     # A new login carries audit:read and reads the audit log; still no user administration.
-    api.login(bob)
+    api.sign_in(bob)
     assert bob.scope == USER_PERMISSIONS | {"audit:read"}, bob.scope
     events = api.audit(bob, type="role_change", user_id=bob.id)
     [change] = [event for event in events if event["actor_id"] == root.id]
     assert (change["details"]["before"], change["details"]["after"]) == ("user", "auditor user")
-    assert_problem(api.call("GET", "/admin/users", bob), 403)
+    assert_problem(api.request("GET", "/admin/users", bob), 403)
 
 
 def test_stored_notes_never_keep_script_handlers_or_javascript_urls(
     operated: Operated,
 ) -> None:
     api = operated.api
-    alice = api.register("alice")
+    alice = api.new_account("alice")
 
     def assert_clean(body: str) -> None:
         lowered = body.lower()
@@ -526,7 +387,7 @@ def test_stored_notes_never_keep_script_handlers_or_javascript_urls(
             assert 'rel="noopener noreferrer"' in anchor, anchor
         assert "<p>ok</p>" in body, body
 
-    response = api.call("POST", "/notes", alice, json={"title": "xss", "body": XSS_BODY})
+    response = api.request("POST", "/notes", alice, json={"title": "xss", "body": XSS_BODY})
     assert response.status_code == 201, response.text
     note = response.json()
     assert_clean(note["body"])
@@ -548,7 +409,7 @@ def test_injection_shaped_search_matches_only_itself_and_only_the_callers_notes(
     operated: Operated,
 ) -> None:
     api = operated.api
-    alice, bob = api.register("alice"), api.register("bob")
+    alice, bob = api.new_account("alice"), api.new_account("bob")
     titles: dict[str, dict[str, str]] = {alice.id: {}, bob.id: {}}
     for owner in (alice, bob):
         for suffix in SEARCH_TITLES:
@@ -558,7 +419,7 @@ def test_injection_shaped_search_matches_only_itself_and_only_the_callers_notes(
 
     for who in (alice, bob):
         for q in (*INJECTIONS, "SNAKE", "1=1"):
-            response = api.call("GET", "/notes", who, params={"q": q, "limit": "100"})
+            response = api.request("GET", "/notes", who, params={"q": q, "limit": "100"})
             assert response.status_code == 200, (q, response.status_code, response.text)
             items = response.json()["items"]
             assert all(item["owner_id"] == who.id for item in items), (q, items)
@@ -581,16 +442,12 @@ def _port_answers(port: int) -> bool:
 
 
 def test_an_unguarded_route_stops_the_app_from_starting(tmp_path: Path) -> None:
-    env = service_env(tmp_path / "data")
-    env["PYTHONPATH"] = os.pathsep.join(
-        part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
-    )
+    env = with_tests_importable(service_env(tmp_path / "data"))
     port = free_port()
     log_path = tmp_path / "server.log"
-    runner = UNGUARDED_RUNNER.format(app=UNGUARDED_APP, port=port)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", runner],
+            factory_command(UNGUARDED_APP)(port),
             cwd=tmp_path,
             env=env,
             stdout=log,
@@ -619,15 +476,7 @@ def test_check_deploy_fails_on_development_defaults_and_passes_in_production(
     tmp_path: Path,
 ) -> None:
     def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BASTION), "check", "--deploy"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
+        return run_bastion("check", "--deploy", env=env, cwd=tmp_path)
 
     development = check(service_env(tmp_path / "dev-data"))
     assert development.returncode == 1, development.stdout + development.stderr

@@ -13,23 +13,24 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 
-from bastion.config import SQLITE_FILE_NAME
-from tests.e2e.conftest import BASTION, LiveServer, running, serve_command, service_env
-from tests.identity.helpers import PASSWORD
+from tests.e2e.api import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    ROOMY_LOGIN_LIMIT,
+    Api,
+    connected,
+)
+from tests.e2e.conftest import Deployment, deployed
 
-LOGIN_LIMIT = "1000/minute"  # the test logs in repeatedly while waiting for the new key
-CLI_TIMEOUT = 60
+KEEPER = "keeper"
 # The server reloads its key ring before issuing tokens at most every 5 s; a little margin.
 NEW_KID_DEADLINE = 7.0
 NEW_KID_POLL = 0.25
@@ -38,36 +39,12 @@ ROTATED = re.compile(r"new signing key (\S+)")
 INTACT = re.compile(r"audit chain intact: (\d+) events")
 
 
-@dataclass
-class OperatedServer:
-    """A live server plus the environment its operator's commands must run with."""
-
-    server: LiveServer
-    env: dict[str, str]
-
-    @property
-    def database(self) -> Path:
-        return self.server.data_dir / SQLITE_FILE_NAME
-
-    def bastion(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BASTION), *args],
-            env=self.env,
-            cwd=self.server.root,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-
-
 @pytest.fixture
-def operated(tmp_path: Path) -> Iterator[OperatedServer]:
-    """A server of this test's own: rotating keys and editing rows change its state."""
-    root = tmp_path / "server"
-    env = service_env(root / "data", rate_limit_login=LOGIN_LIMIT)
-    with running(serve_command, root=root, env=env, backend="sqlite") as server:
-        yield OperatedServer(server, env)
+def operated(tmp_path: Path) -> Iterator[Deployment]:
+    """A server of this test's own: rotating keys and editing rows change its state.
+    It logs in repeatedly while waiting for the new key."""
+    with deployed(tmp_path / "server", "sqlite", rate_limit_login=ROOMY_LOGIN_LIMIT) as deployment:
+        yield deployment
 
 
 def kid_of(access_token: str) -> str:
@@ -76,22 +53,13 @@ def kid_of(access_token: str) -> str:
     return kid
 
 
-def login(client: httpx.Client) -> str:
-    response = client.post(
-        "/auth/token",
-        data={"grant_type": "password", "username": "keeper", "password": PASSWORD},
-    )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
+def login(api: Api) -> str:
+    token: str = api.login(KEEPER)["access_token"]
     return token
 
 
-def me(client: httpx.Client, access_token: str) -> httpx.Response:
-    return client.get("/auth/me", headers={"Authorization": f"Bearer {access_token}"})
-
-
-def published(client: httpx.Client) -> dict[str, dict[str, Any]]:
-    response = client.get("/.well-known/jwks.json")
+def published(api: Api) -> dict[str, dict[str, Any]]:
+    response = api.request("GET", "/.well-known/jwks.json")
     assert response.status_code == 200, response.text
     return {key["kid"]: key for key in response.json()["keys"]}
 
@@ -101,8 +69,8 @@ def verifies_with(access_token: str, jwk: dict[str, Any]) -> dict[str, Any]:
         access_token,
         key=jwt.PyJWK(jwk),
         algorithms=[jwk["alg"]],
-        audience="bastion",
-        issuer="http://127.0.0.1:8000",
+        audience=DEFAULT_AUDIENCE,
+        issuer=DEFAULT_ISSUER,
     )
     return claims
 
@@ -130,23 +98,14 @@ def tamper(database: Path, seq: int) -> None:
 
 
 def test_rotation_reaches_the_running_server_and_audit_edits_are_detected(
-    operated: OperatedServer,
+    operated: Deployment,
 ) -> None:
     server = operated.server
-    with server.client() as client:
-        registered = client.post(
-            "/auth/register",
-            json={
-                "username": "keeper",
-                "email": "keeper@example.com",
-                "password": PASSWORD,
-                "age": 40,
-            },
-        )
-        assert registered.status_code == 201, registered.text
-        token_a = login(client)
+    with connected(server) as api:
+        registered = api.register(KEEPER, age=40)
+        token_a = login(api)
         k1 = kid_of(token_a)
-        assert k1 in published(client)
+        assert k1 in published(api)
 
         # Rotate from another process, against the same data dir, while the server serves.
         rotated = operated.bastion("keys", "rotate")
@@ -158,26 +117,26 @@ def test_rotation_reaches_the_running_server_and_audit_edits_are_detected(
         assert "PRIVATE" not in rotated.stdout + rotated.stderr
 
         # Tokens of the retired key keep working until they expire.
-        assert me(client, token_a).status_code == 200
+        assert api.me(token_a).status_code == 200
 
         # New tokens carry the new kid once the server's ring is reloaded (throttled).
         logins = 1
         deadline = time.monotonic() + NEW_KID_DEADLINE
         while True:
-            token_b = login(client)
+            token_b = login(api)
             logins += 1
             if kid_of(token_b) != k1 or time.monotonic() > deadline:
                 break
             time.sleep(NEW_KID_POLL)
         assert kid_of(token_b) == k2, f"still signing with {k1} after {NEW_KID_DEADLINE} s"
-        assert me(client, token_b).status_code == 200
-        assert me(client, token_a).status_code == 200
+        assert api.me(token_b).status_code == 200
+        assert api.me(token_a).status_code == 200
 
         # The JWKS publishes both public keys; each token verifies with its own.
-        keys = published(client)
+        keys = published(api)
         assert {k1, k2} <= keys.keys(), sorted(keys)
-        assert verifies_with(token_a, keys[k1])["sub"] == registered.json()["id"]
-        assert verifies_with(token_b, keys[k2])["sub"] == registered.json()["id"]
+        assert verifies_with(token_a, keys[k1])["sub"] == registered["id"]
+        assert verifies_with(token_b, keys[k2])["sub"] == registered["id"]
         with pytest.raises(jwt.InvalidSignatureError):
             verifies_with(token_b, keys[k1])
 
