@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import re
 import ssl
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -36,37 +35,37 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.api import FAST_HASHING_ENV, INVALID_GRANT
 from tests.e2e.conftest import (
-    BASTION,
     Command,
+    Deployment,
     LiveServer,
     assert_problem,
+    children_of,
+    deployed,
     logger_of,
     running,
     serve_command,
+    service,
     service_env,
     start_server,
     stop_server,
 )
-from tests.identity.helpers import PASSWORD
+from tests.identity.helpers import PASSWORD, bearer, login, password_form, register
 from tests.servers.redis import RedisServer
 
 LOOPBACK = "127.0.0.1"
 # Further loopback addresses, each a client of its own for the per-IP quotas.
 FLOODER = "127.0.0.2"
 BYSTANDER = "127.0.0.3"
-# Argon2id at the cheapest parameters, for servers whose tests do not measure hashing.
-FAST_HASHING = {"password_hash_memory_kib": "1024", "password_hash_time_cost": "1"}
 # One TLS context for every client: httpx would otherwise load the CA bundle per client, and
 # the tests make one client per request (a fresh connection each). Plain HTTP never uses it.
 _TLS = ssl.create_default_context()
 CLIENT_TIMEOUT = 15.0
-CLI_TIMEOUT = 60.0
 RECOVER_WITHIN_SECONDS = 15.0
 POLL_INTERVAL = 0.25
 
 LIMITED_ROUTE = "/.well-known/jwks.json"
-INVALID_GRANT = "invalid_grant"
 WRONG_PASSWORD = "not the password of this account at all"
 ADMIN = "ratelimit-root"
 ADMIN_PASSWORD = "the operator's own long passphrase 2026"
@@ -78,21 +77,24 @@ STATE = re.compile(r'"(?P<name>[A-Za-z0-9_-]+)";r=(?P<r>\d+);t=(?P<t>\d+)')
 # -- reading the RateLimit fields ------------------------------------------------------------
 
 
-def policy_of(response: httpx.Response) -> tuple[str, int, int]:
-    """``RateLimit-Policy`` as (name, quota, window); fails when absent or malformed."""
-    value = response.headers.get("ratelimit-policy")
+def _field(response: httpx.Response, name: str, pattern: re.Pattern[str]) -> re.Match[str]:
+    """The header ``name`` matched whole by ``pattern``; fails when absent or malformed."""
+    value = response.headers.get(name)
     assert value is not None, (response.status_code, dict(response.headers))
-    match = POLICY.fullmatch(value)
+    match = pattern.fullmatch(value)
     assert match, value
+    return match
+
+
+def policy_of(response: httpx.Response) -> tuple[str, int, int]:
+    """``RateLimit-Policy`` as (name, quota, window)."""
+    match = _field(response, "ratelimit-policy", POLICY)
     return match["name"], int(match["q"]), int(match["w"])
 
 
 def state_of(response: httpx.Response) -> tuple[str, int, int]:
-    """``RateLimit`` as (name, remaining, seconds to reset); fails when absent or malformed."""
-    value = response.headers.get("ratelimit")
-    assert value is not None, (response.status_code, dict(response.headers))
-    match = STATE.fullmatch(value)
-    assert match, value
+    """``RateLimit`` as (name, remaining, seconds to reset)."""
+    match = _field(response, "ratelimit", STATE)
     return match["name"], int(match["r"]), int(match["t"])
 
 
@@ -174,16 +176,6 @@ def statuses(responses: list[httpx.Response]) -> Counter[int]:
 # -- which worker process answered: /proc, from outside the server ---------------------------
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            if int(stat_file.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat_file.parent.name))
-    return found
-
-
 def _established_inodes(port: int) -> set[str]:
     """Socket inodes of established TCP connections whose local end is ``port``: the
     server's side of each client connection."""
@@ -204,7 +196,7 @@ def connections_by_process(server: LiveServer) -> Counter[int]:
     tells from outside which worker took a connection: the kernel knows whose socket it is."""
     inodes = _established_inodes(server.port)
     held: Counter[int] = Counter()
-    for pid in (server.process.pid, *_children(server.process.pid)):
+    for pid in (server.process.pid, *children_of(server.process.pid)):
         with contextlib.suppress(OSError):
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 with contextlib.suppress(OSError):
@@ -224,36 +216,11 @@ def workers_command(workers: int) -> Command:
     return command
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own: the tests kill and restart it."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
 def kill_redis(redis_server: RedisServer) -> None:
     """SIGKILL, no shutdown: connections just drop, as when the host or container dies."""
     assert redis_server.process is not None
     redis_server.process.kill()
     redis_server.process.wait(timeout=10)
-
-
-def create_admin(server: LiveServer, env: dict[str, str]) -> None:
-    """``bastion create-admin`` on the live server's SQLite database while it serves."""
-    result = subprocess.run(
-        [str(BASTION), "create-admin", "--username", ADMIN, "--email", f"{ADMIN}@example.com"],
-        env=env,
-        cwd=server.root,
-        input=ADMIN_PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def access_lines(server: LiveServer, route: str, expected: int) -> list[dict[str, Any]]:
@@ -265,36 +232,6 @@ def access_lines(server: LiveServer, route: str, expected: int) -> list[dict[str
     return of_route(server.wait_for_records(lambda records: len(of_route(records)) >= expected))
 
 
-async def register(client: httpx.AsyncClient, username: str) -> dict[str, Any]:
-    response = await client.post(
-        "/auth/register",
-        json={
-            "username": username,
-            "email": f"{username}@example.com",
-            "password": PASSWORD,
-            "age": 30,
-        },
-    )
-    assert response.status_code == 201, response.text
-    user: dict[str, Any] = response.json()
-    return user
-
-
-def grant(username: str, password: str = PASSWORD) -> dict[str, str]:
-    return {"grant_type": "password", "username": username, "password": password}
-
-
-async def login(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> str:
-    response = await client.post("/auth/token", data=grant(username, password))
-    assert response.status_code == 200, response.text
-    access: str = response.json()["access_token"]
-    return access
-
-
-def bearer(access_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {access_token}"}
-
-
 # -- 1. the quota, its fields and its 429 -------------------------------------------------------
 
 SMALL_QUOTA = 5
@@ -303,8 +240,8 @@ WINDOW = 60
 
 @pytest.fixture
 def small_quota_server(tmp_path: Path) -> Iterator[LiveServer]:
-    env = service_env(tmp_path / "data", rate_limit_default=f"{SMALL_QUOTA}/minute", **FAST_HASHING)
-    with running(serve_command, root=tmp_path, env=env, backend="sqlite") as server:
+    variables = {"rate_limit_default": f"{SMALL_QUOTA}/minute", **FAST_HASHING_ENV}
+    with service(tmp_path, "sqlite", None, **variables) as server:
         yield server
 
 
@@ -349,7 +286,7 @@ async def test_the_default_quota_counts_down_then_answers_429_per_route_template
     async with client_from(server, FLOODER) as client:
         username = f"templ-{uuid.uuid4().hex[:8]}"
         await register(client, username)
-        auth = bearer(await login(client, username))
+        auth = bearer((await login(client, username))["access_token"])
         missing = [await client.get(f"/notes/{uuid.uuid4()}", headers=auth) for _ in range(5)]
         for response in missing:
             assert_problem(response, 404)
@@ -370,35 +307,35 @@ FLOOD = 30
 
 
 @pytest.fixture
-def login_env(tmp_path: Path) -> dict[str, str]:
+def login_deployment(tmp_path: Path) -> Iterator[Deployment]:
     # Hashing at the defaults (OWASP's Argon2id parameters): what the quota protects.
-    return service_env(tmp_path / "data", rate_limit_login=f"{LOGIN_QUOTA}/minute")
-
-
-@pytest.fixture
-def login_server(tmp_path: Path, login_env: dict[str, str]) -> Iterator[LiveServer]:
-    with running(serve_command, root=tmp_path, env=login_env, backend="sqlite") as server:
-        yield server
+    with deployed(tmp_path, "sqlite", rate_limit_login=f"{LOGIN_QUOTA}/minute") as deployment:
+        yield deployment
 
 
 async def test_a_login_flood_gets_the_quota_worth_of_password_checks_and_429s(
-    login_server: LiveServer, login_env: dict[str, str]
+    login_deployment: Deployment,
 ) -> None:
-    server = login_server
+    server = login_deployment.server
     victim = f"victim-{uuid.uuid4().hex[:8]}"
     async with client_from(server) as client:
         user = await register(client, victim)
 
     # Concurrent wrong-password grants for one account, each on a connection of its own.
     responses, _ = await burst(
-        server, FLOOD, "POST", "/auth/token", address=FLOODER, data=grant(victim, WRONG_PASSWORD)
+        server,
+        FLOOD,
+        "POST",
+        "/auth/token",
+        address=FLOODER,
+        data=password_form(victim, WRONG_PASSWORD),
     )
     assert statuses(responses) == {400: LOGIN_QUOTA, 429: FLOOD - LOGIN_QUOTA}, statuses(responses)
     for response in responses:
         # The allowed attempts carry the fields too (every limited response does).
         assert policy_of(response) == ("login", LOGIN_QUOTA, WINDOW)
         if response.status_code == 400:
-            assert response.json()["error"] == INVALID_GRANT, response.text
+            assert response.json()["error"] == INVALID_GRANT["error"], response.text
         else:
             assert_rate_limited(response, "login", LOGIN_QUOTA, WINDOW)
             assert WRONG_PASSWORD not in response.text
@@ -409,13 +346,16 @@ async def test_a_login_flood_gets_the_quota_worth_of_password_checks_and_429s(
         # The right password does not help once the address's quota is spent: the quota is
         # checked before the credentials are.
         assert_rate_limited(
-            await flooder.post("/auth/token", data=grant(victim)), "login", LOGIN_QUOTA, WINDOW
+            await flooder.post("/auth/token", data=password_form(victim)),
+            "login",
+            LOGIN_QUOTA,
+            WINDOW,
         )
 
     # The quota is per address: the admin, elsewhere, logs in and reads the audit log.
-    create_admin(server, login_env)
+    login_deployment.create_admin(ADMIN, ADMIN_PASSWORD)
     async with client_from(server, BYSTANDER) as admin:
-        auth = bearer(await login(admin, ADMIN, ADMIN_PASSWORD))
+        auth = bearer((await login(admin, ADMIN, ADMIN_PASSWORD))["access_token"])
         page = await admin.get(
             "/admin/audit", params={"type": "login_failure", "limit": "100"}, headers=auth
         )
@@ -460,7 +400,7 @@ def two_workers(tmp_path: Path, own_redis: RedisServer) -> Iterator[LiveServer]:
         tmp_path / "data",
         redis_url=own_redis.url,
         rate_limit_default=f"{SHARED_QUOTA}/minute",
-        **FAST_HASHING,
+        **FAST_HASHING_ENV,
     )
     with running(workers_command(WORKERS), root=tmp_path, env=env, backend="sqlite") as server:
         wait_for_workers(server)
@@ -478,7 +418,7 @@ def wait_for_workers(server: LiveServer) -> None:
 
     if not started(server.wait_for_records(started, timeout=WORKERS_START_TIMEOUT)):
         pytest.fail(f"not all {WORKERS} workers started:\n{server.log_tail()}")
-    alive = set(_children(server.process.pid))
+    alive = set(children_of(server.process.pid))
     serving = {
         int(match[1])
         for record in server.log_records(strict=False)
@@ -529,7 +469,7 @@ async def test_a_logout_is_refused_by_every_worker(two_workers: LiveServer) -> N
     username = f"multi-{uuid.uuid4().hex[:8]}"
     async with client_from(server, FLOODER) as client:
         await register(client, username)
-        access = await login(client, username)
+        access = (await login(client, username))["access_token"]
 
     # The workers verify (and may cache) the token before the logout.
     before, held = await burst(server, WARM_UP_REQUESTS, "GET", "/auth/me", headers=bearer(access))
@@ -581,7 +521,7 @@ def redis_backed_servers(
             root / "data",
             redis_url=own_redis.url,
             rate_limit_login="100/minute",
-            **FAST_HASHING,
+            **FAST_HASHING_ENV,
             **variables,
         )
         return start_server(serve_command, root=root, env=env, backend="sqlite")
@@ -607,7 +547,7 @@ async def _recovered(client: httpx.AsyncClient, username: str) -> None:
     seen: list[tuple[int, int]] = []
     while time.monotonic() < deadline:
         ready = await client.get("/health/ready")
-        token = await client.post("/auth/token", data=grant(username))
+        token = await client.post("/auth/token", data=password_form(username))
         seen.append((ready.status_code, token.status_code))
         if (ready.status_code, token.status_code) == (200, 200):
             return
@@ -629,7 +569,7 @@ async def test_without_redis_login_fails_closed_and_everything_recovers(
         await register(lenient, username)  # each server has its own database
         tokens: dict[str, str] = {}
         for name, client in (("closed", strict), ("open", lenient)):
-            tokens[name] = await login(client, username)
+            tokens[name] = (await login(client, username))["access_token"]
             response = await client.get(LIMITED_ROUTE)
             assert response.status_code == 200, response.text
             assert policy_of(response)[0] == "default"
@@ -641,7 +581,7 @@ async def test_without_redis_login_fails_closed_and_everything_recovers(
         try:
             for client in (strict, lenient):
                 # Login is refused whatever the setting: counting it is the protection.
-                token = await client.post("/auth/token", data=grant(username))
+                token = await client.post("/auth/token", data=password_form(username))
                 assert_unavailable(token, PASSWORD, own_redis.url)
                 ready = await client.get("/health/ready")
                 assert_unavailable(ready, own_redis.url)
