@@ -17,28 +17,13 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page
 
+from tests.e2e.api import connected
 from tests.e2e.browser import RENDER_TIMEOUT_MS, watched_page
 from tests.e2e.conftest import LiveServer
 from tests.identity.helpers import PASSWORD
 
 USERNAME = "swagger.user"
 SCREENSHOTS = ("authorized.png", "me.png")
-
-
-def register(server: LiveServer) -> dict[str, object]:
-    with server.client() as client:
-        response = client.post(
-            "/auth/register",
-            json={
-                "username": USERNAME,
-                "email": "swagger@example.com",
-                "password": PASSWORD,
-                "age": 33,
-            },
-        )
-    assert response.status_code == 201, response.text
-    user: dict[str, object] = response.json()
-    return user
 
 
 def authorize(page: Page, screenshot: Path) -> None:
@@ -87,7 +72,8 @@ def execute_me(page: Page, screenshot: Path) -> tuple[str, str]:
 def test_authorize_with_the_password_flow_then_try_auth_me(
     sqlite_server: LiveServer, tmp_path: Path
 ) -> None:
-    user = register(sqlite_server)
+    with connected(sqlite_server) as api:
+        user = api.register(USERNAME, email="swagger@example.com", age=33)
     with watched_page(f"127.0.0.1:{sqlite_server.port}") as watched:
         page = watched.page
         response = page.goto(f"{sqlite_server.base_url}/docs", wait_until="load")

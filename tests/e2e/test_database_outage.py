@@ -19,6 +19,7 @@ import pytest
 from tests.e2e.conftest import (
     LiveServer,
     assert_problem,
+    children_of,
     migrate,
     running,
     serve_command,
@@ -101,17 +102,9 @@ def test_readiness_follows_the_database_and_recovers_on_its_own(
 
 
 def _postgres_processes(server: PostgresServer) -> list[int]:
-    """The postmaster and its children (backends, checkpointer, ...), found through /proc."""
+    """The postmaster and its children (backends, checkpointer, ...)."""
     postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
-    pids = [postmaster]
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            after_name = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(after_name[1]) == postmaster:
-            pids.append(int(stat_file.parent.name))
-    return pids
+    return [postmaster, *children_of(postmaster)]
 
 
 def _signal_all(pids: list[int], signal_number: signal.Signals) -> None:

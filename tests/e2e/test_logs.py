@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from tests.e2e.conftest import LiveServer, assert_problem, logger_of
+from tests.identity.helpers import bearer
 
 TOKEN = "SECRETTOKEN123"
 QUERY_PASSWORD = "hunter2hunter2"
 BODY_PASSWORD = "PlainPassw0rdValue"
 SECRETS = (TOKEN, QUERY_PASSWORD, BODY_PASSWORD)
 SECRET_QUERY = {"password": QUERY_PASSWORD, "token": "abc"}
-AUTHORIZATION = {"Authorization": f"Bearer {TOKEN}"}
+AUTHORIZATION = bearer(TOKEN)
 
 
 def test_secrets_sent_by_clients_never_reach_the_log(echo_server: LiveServer) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import subprocess
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +22,13 @@ from bastion.devcert import CERT_FILE_NAME, KEY_FILE_NAME
 from bastion.middleware.secure_headers import HSTS
 from bastion.server import MAX_REQUEST_HEAD_BYTES
 from tests.e2e.conftest import (
-    BASTION,
-    PORT_ATTEMPTS,
-    STARTUP_TIMEOUT,
     LiveServer,
     assert_secure_headers,
+    run_bastion,
+    running,
+    serve_command,
     service_env,
-    stop_server,
 )
-from tests.servers.postgres import free_port
 from tests.servers.redis import RedisServer
 from tests.test_server import CBC_SUITE, client_context
 
@@ -58,67 +54,27 @@ class TLSServer:
 
 
 def _dev_cert(root: Path, env: Mapping[str, str]) -> tuple[Path, Path]:
-    result = subprocess.run(
-        [str(BASTION), "dev-cert"],
-        env=dict(env),
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_bastion("dev-cert", env=env, cwd=root)
     if result.returncode != 0:
         pytest.fail(f"`bastion dev-cert` exited {result.returncode}:\n{result.stderr}")
     data_dir = Path(env["BASTION_DATA_DIR"])
     return data_dir / CERT_FILE_NAME, data_dir / KEY_FILE_NAME
 
 
-def _live_over_https(server: LiveServer, certfile: Path) -> bool:
-    """True once /health/live answers over verified HTTPS; False when the process died."""
-    context = ssl.create_default_context(cafile=str(certfile))
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            return False
-        with contextlib.suppress(httpx.TransportError):
-            url = f"https://localhost:{server.port}/health/live"
-            if httpx.get(url, verify=context, timeout=1.0).status_code == 200:
-                return True
-        time.sleep(0.1)
-    stop_server(server)
-    pytest.fail(f"no HTTPS answer within {STARTUP_TIMEOUT} s:\n{server.log_tail()}")
-
-
 @contextlib.contextmanager
 def https_service(root: Path, *options: str, **variables: str) -> Iterator[TLSServer]:
     """``bastion serve`` on SQLite with a fresh dev certificate, like conftest's ``service``
-    but waiting for HTTPS (its plain-HTTP probe cannot reach a TLS port)."""
+    but ready once it answers over HTTPS (a plain-HTTP probe cannot reach a TLS port)."""
     root.mkdir(parents=True, exist_ok=True)
     env = service_env(root / "data", **variables)
     certfile, keyfile = _dev_cert(root, env)
     tls = ["--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile)]
-    log_path = root / "server.log"
-    for _ in range(PORT_ATTEMPTS):
-        port = free_port()
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [str(BASTION), "serve", "--port", str(port), *tls, *options],
-                cwd=root,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        server = LiveServer("sqlite", port, root, root / "data", log_path, process)
-        if _live_over_https(server, certfile):
-            break
-        if "address already in use" not in server.log_tail().lower():
-            pytest.fail(f"server exited with {process.returncode} at start:\n{server.log_tail()}")
-    else:
-        pytest.fail(f"no free port after {PORT_ATTEMPTS} attempts:\n{server.log_tail()}")
-    try:
+
+    def command(port: int) -> list[str]:
+        return [*serve_command(port), *tls, *options]
+
+    with running(command, root=root, env=env, backend="sqlite", certfile=certfile) as server:
         yield TLSServer(server, certfile)
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="module")
