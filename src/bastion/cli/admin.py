@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import UTC, datetime
 from typing import Annotated
@@ -11,12 +10,11 @@ import typer
 from pydantic import TypeAdapter, ValidationError
 
 from bastion.admin.service import create_admin
-from bastion.cli.common import SCHEMA_BEHIND, SchemaBehind, current_database, fail, load_settings
+from bastion.cli.common import current_database, fail, load_settings, run_on_current_database
 from bastion.config import Settings
 from bastion.identity.accounts import AccountExists
 from bastion.identity.schemas import Email, Username
 from bastion.security.passwords import PasswordHasher, password_problems
-from bastion.storage import StorageUnavailable
 
 MIN_AGE, MAX_AGE = 13, 130  # as for /auth/register
 
@@ -85,13 +83,10 @@ def create_admin_command(
     if problems:
         raise fail("bastion: the password was refused\n" + "\n".join(problems), code=2)
     try:
-        user_id = asyncio.run(
-            _create_admin(settings, username=username, email=email, age=age, password=password)
+        user_id = run_on_current_database(
+            _create_admin(settings, username=username, email=email, age=age, password=password),
+            nothing_done="no account was created",
         )
-    except StorageUnavailable:
-        raise fail("bastion: the database does not answer; no account was created") from None
-    except SchemaBehind:
-        raise fail(SCHEMA_BEHIND) from None
     except AccountExists:
         raise fail(
             "bastion: that username or email address exists already; no account was created"

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 from bastion.audit.service import ChainVerification, verify_chain
-from bastion.cli.common import SCHEMA_BEHIND, SchemaBehind, current_database, fail, load_settings
+from bastion.cli.common import current_database, fail, load_settings, run_on_current_database
 from bastion.config import Settings
-from bastion.storage import StorageUnavailable
 
 audit_cli = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
@@ -23,12 +20,7 @@ async def _verify_audit(settings: Settings) -> ChainVerification:
 def audit_verify() -> None:
     """Check the audit hash chain; exit 1 naming the first broken event."""
     settings = load_settings()  # logging left unconfigured: the verdict is the only output
-    try:
-        verdict = asyncio.run(_verify_audit(settings))
-    except StorageUnavailable:
-        raise fail("bastion: the database does not answer; nothing was verified") from None
-    except SchemaBehind:
-        raise fail(SCHEMA_BEHIND) from None
+    verdict = run_on_current_database(_verify_audit(settings), nothing_done="nothing was verified")
     if not verdict.ok:
         raise fail(f"audit chain broken at event {verdict.broken_seq}: {verdict.reason}")
     typer.echo(f"audit chain intact: {verdict.checked} events")

@@ -7,8 +7,10 @@ through ``current_database``, which refuses a database that does not answer or i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -18,6 +20,8 @@ from bastion.storage import Database, StorageUnavailable
 from bastion.storage.migrate import current_revision, head_revision
 
 SCHEMA_BEHIND = "bastion: the database schema is not current; run `bastion migrate` first"
+
+Result = TypeVar("Result")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -54,3 +58,14 @@ async def current_database(settings: Settings) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+def run_on_current_database(work: Coroutine[Any, Any, Result], *, nothing_done: str) -> Result:
+    """Runs ``work`` (which opens ``current_database``); a database that does not answer or
+    is behind exits 1 with a message, ``nothing_done`` saying what did not happen."""
+    try:
+        return asyncio.run(work)
+    except StorageUnavailable:
+        raise fail(f"bastion: the database does not answer; {nothing_done}") from None
+    except SchemaBehind:
+        raise fail(SCHEMA_BEHIND) from None

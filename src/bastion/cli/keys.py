@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 import typer
 
-from bastion.cli.common import SCHEMA_BEHIND, SchemaBehind, current_database, fail, load_settings
+from bastion.cli.common import current_database, fail, load_settings, run_on_current_database
 from bastion.config import Settings
-from bastion.storage import StorageUnavailable
 from bastion.storage.signing_keys import rotate_signing_key
 
 keys_cli = typer.Typer(help="The JWT signing keys.", no_args_is_help=True)
@@ -27,10 +25,5 @@ def keys_rotate() -> None:
     settings = load_settings()
     if settings.jwt_algorithm == "HS256":
         raise fail("bastion: HS256 signs with BASTION_JWT_SECRET; rotate that secret instead")
-    try:
-        kid = asyncio.run(_rotate_keys(settings))
-    except StorageUnavailable:
-        raise fail("bastion: the database does not answer; no key was rotated") from None
-    except SchemaBehind:
-        raise fail(SCHEMA_BEHIND) from None
+    kid = run_on_current_database(_rotate_keys(settings), nothing_done="no key was rotated")
     typer.echo(f"new signing key {kid} ({settings.jwt_algorithm})")
