@@ -28,6 +28,7 @@ from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
 from bastion.identity.accounts import Accounts
 from bastion.identity.grants import Grants
+from bastion.identity.issuance import TokenIssuer
 from bastion.identity.lockout import Lockout
 from bastion.identity.revocation import Revocation
 from bastion.identity.router import router as identity_router
@@ -148,10 +149,9 @@ def build_services(settings: Settings) -> Services:
             database=database, hasher=hasher, lockout=lockout, revocation=revocation
         ),
         grants=Grants(
-            settings=settings,
             database=database,
             hasher=hasher,
-            keys=keys,
+            issuer=TokenIssuer(settings=settings, keys=keys),
             lockout=lockout,
             revocation=revocation,
         ),

@@ -10,8 +10,7 @@ where there is no hash to check), one audit insert. The password grant follows
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
 from bastion.clock import Clock, utc_now
-from bastion.config import Settings
 from bastion.identity.freshness import (
     AccountState,
     lock_account,
     read_account,
     write_if_unchanged,
 )
+from bastion.identity.issuance import TokenIssuer
 from bastion.identity.lockout import Lockout
 from bastion.identity.revocation import Revocation
 from bastion.identity.schemas import TokenResponse
@@ -36,9 +35,8 @@ from bastion.security.permissions import (
     parse_scope,
     resolve_scope,
 )
-from bastion.security.tokens import access_token_claims, hash_refresh_token, new_refresh_token
+from bastion.security.tokens import hash_refresh_token
 from bastion.storage.database import Database
-from bastion.storage.signing_keys import KeyRingHolder
 from bastion.storage.tables import LoginSession, RefreshToken, User
 
 
@@ -77,18 +75,16 @@ class Grants:
     def __init__(
         self,
         *,
-        settings: Settings,
         database: Database,
         hasher: PasswordHasher,
-        keys: KeyRingHolder,
+        issuer: TokenIssuer,
         lockout: Lockout,
         revocation: Revocation,
         clock: Clock = utc_now,
     ) -> None:
-        self.settings = settings
         self.database = database
         self.hasher = hasher
-        self.keys = keys
+        self.issuer = issuer
         self.lockout = lockout
         self.revocation = revocation
         self.clock = clock
@@ -177,63 +173,9 @@ class Grants:
             return _STALE  # cannot happen under the row lock; never issue on a failed write
         # Scope and iat come from the locked row: the roles and cut-off as they are now.
         granted = resolve_scope(requested, granted_permissions(fresh.roles))
-        login = LoginSession(
-            id=uuid.uuid4(),
-            user_id=fresh.user_id,
-            scope=" ".join(sorted(granted)),
-            created_at=now,
-            expires_at=now + timedelta(seconds=self.settings.session_max_age),
-        )
-        session.add(login)
-        return await self._issue_tokens(
+        login = self.issuer.open_session(session, fresh, granted, now)
+        return await self.issuer.issue(
             session, fresh, login, granted, now, audit, AuditEventType.LOGIN_SUCCESS
-        )
-
-    async def _issue_tokens(
-        self,
-        session: AsyncSession,
-        account: AccountState,
-        login: LoginSession,
-        scopes: frozenset[str],
-        now: datetime,
-        audit: AuditContext,
-        event: AuditEventType,
-    ) -> TokenResponse:
-        """New access and refresh tokens for ``login``, audited as ``event``."""
-        refresh = new_refresh_token()
-        refresh_expiry = min(
-            now + timedelta(seconds=self.settings.refresh_token_ttl), login.expires_at
-        )
-        session.add(
-            RefreshToken(
-                session_id=login.id,
-                token_hash=hash_refresh_token(refresh),
-                created_at=now,
-                expires_at=refresh_expiry,
-            )
-        )
-        ring = await self.keys.reload_if_stale(session) or await self.keys.ring()
-        lifetime = self.settings.access_token_ttl
-        access = ring.sign(
-            access_token_claims(
-                issuer=self.settings.issuer,
-                audience=self.settings.audience,
-                subject=str(account.user_id),
-                session_id=str(login.id),
-                scopes=scopes,
-                lifetime=lifetime,
-                now=account.issued_at(now),
-            )
-        )
-        subject = str(account.user_id)
-        await audit.as_actor(subject).record(
-            session, event, Outcome.SUCCESS, subject=subject, session_id=str(login.id)
-        )
-        return TokenResponse(
-            access_token=access,
-            expires_in=lifetime,
-            refresh_token=refresh,
-            scope=" ".join(sorted(scopes)),
         )
 
     async def refresh_grant(
@@ -308,7 +250,7 @@ class Grants:
             return _REFUSED
         # The roles of the locked row: a refresh never keeps what a demotion took away.
         scopes = resolve_scope(requested or session_scopes, granted_permissions(account.roles))
-        return await self._issue_tokens(
+        return await self.issuer.issue(
             session, account, login, scopes, now, audit, AuditEventType.TOKEN_REFRESH
         )
 
