@@ -30,16 +30,20 @@ from bastion.storage.tables import AuditChainHead, AuditEvent
 HEAD_ID = 1  # the one row of audit_chain_head, seeded by migration 0003
 VERIFY_BATCH = 1000
 
+# The fields of an ``AuditRecord``, which are also columns of ``audit_events``.
+RECORD_FIELDS = (
+    "occurred_at",
+    "type",
+    "outcome",
+    "actor_id",
+    "subject_id",
+    "client_ip",
+    "request_id",
+    "details",
+)
 _EVENT_COLUMNS = (
     AuditEvent.seq,
-    AuditEvent.occurred_at,
-    AuditEvent.type,
-    AuditEvent.outcome,
-    AuditEvent.actor_id,
-    AuditEvent.subject_id,
-    AuditEvent.client_ip,
-    AuditEvent.request_id,
-    AuditEvent.details,
+    *(getattr(AuditEvent, name) for name in RECORD_FIELDS),
     AuditEvent.prev_hash,
     AuditEvent.hash,
 )
@@ -87,14 +91,7 @@ async def record_event(session: AsyncSession, record: AuditRecord) -> int:
     await session.execute(
         insert(AuditEvent).values(
             seq=seq,
-            occurred_at=record.occurred_at,
-            type=record.type.value,
-            outcome=record.outcome.value,
-            actor_id=record.actor_id,
-            subject_id=record.subject_id,
-            client_ip=record.client_ip,
-            request_id=record.request_id,
-            details=record.details,
+            **{name: getattr(record, name) for name in RECORD_FIELDS},
             prev_hash=head.last_hash,
             hash=digest,
         )
@@ -119,16 +116,7 @@ async def _use_snapshot(session: AsyncSession) -> None:
 
 
 def _record_of(row: Row[Any]) -> AuditRecord:
-    return AuditRecord(
-        occurred_at=row.occurred_at,
-        type=row.type,
-        outcome=row.outcome,
-        actor_id=row.actor_id,
-        subject_id=row.subject_id,
-        client_ip=row.client_ip,
-        request_id=row.request_id,
-        details=row.details,
-    )
+    return AuditRecord(**{name: getattr(row, name) for name in RECORD_FIELDS})
 
 
 def _break_in(row: Row[Any], expected_seq: int, prev_hash: str) -> tuple[int, str] | None:
@@ -238,17 +226,11 @@ async def list_events(
     rows = (await session.execute(query)).all()
     return [
         StoredAuditEvent(
-            seq=row.seq,
-            occurred_at=as_utc(row.occurred_at),
-            type=row.type,
-            outcome=row.outcome,
-            actor_id=row.actor_id,
-            subject_id=row.subject_id,
-            client_ip=row.client_ip,
-            request_id=row.request_id,
-            details=dict(row.details),
-            prev_hash=row.prev_hash,
-            hash=row.hash,
+            **{
+                **row._asdict(),
+                "occurred_at": as_utc(row.occurred_at),
+                "details": dict(row.details),
+            }
         )
         for row in rows
     ]
