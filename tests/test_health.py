@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from bastion.app import create_app
 from bastion.storage.migrate import upgrade_to_head
 from tests.conftest import FAST_HASHING, make_settings
 from tests.servers.redis import RedisServer
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.destroy()
 
 
 async def test_readiness_follows_redis_and_recovers(tmp_path: Path, own_redis: RedisServer) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -222,14 +222,6 @@ async def test_disabled_limits_count_nothing_and_send_no_fields(start: Start) ->
         response = await client.get(JWKS)
         assert response.status_code == 200
         assert "ratelimit" not in response.headers
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test's own: the counters' keys name only the route and the address."""
-    server = RedisServer().start()
-    yield server
-    server.destroy()
 
 
 async def test_two_processes_sharing_redis_share_one_quota(

@@ -7,7 +7,6 @@ a client IP may per minute, and the limiter has tests of its own.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -434,18 +433,11 @@ async def test_a_role_change_outlives_a_restart(tmp_path: Path, database_url: st
         assert (await me(client, fresh)).status_code == 200
 
 
-@pytest.fixture
-def redis_instance() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.destroy()
-
-
 async def test_a_role_change_outlives_a_wiped_redis(
-    tmp_path: Path, redis_instance: RedisServer
+    tmp_path: Path, own_redis: RedisServer
 ) -> None:
     settings = make_settings(
-        tmp_path / "data", redis_url=redis_instance.url, rate_limits_enabled=False, **FAST_HASHING
+        tmp_path / "data", redis_url=own_redis.url, rate_limits_enabled=False, **FAST_HASHING
     )
     app, client = await _start(settings)
     async with app.router.lifespan_context(app), client:
@@ -456,8 +448,8 @@ async def test_a_role_change_outlives_a_wiped_redis(
         assert (await patch_user(client, headers, bob, {"roles": ["auditor"]})).status_code == 200
         assert (await me(client, old)).status_code == 401
 
-        redis_instance.stop()
-        redis_instance.start()  # same port, empty
+        own_redis.stop()
+        own_redis.start()  # same port, empty
 
         assert (await me(client, old)).status_code == 401
         fresh = (await login(client, "bob"))["access_token"]

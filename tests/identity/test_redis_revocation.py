@@ -7,7 +7,7 @@ point is the revocation store, not the database.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -28,16 +28,8 @@ SESSION_KEY_PREFIX = "bastion:revoked:sid:"
 
 
 @pytest.fixture
-def redis_instance() -> Iterator[RedisServer]:
-    """A redis-server of this test's own: the tests stop and restart it."""
-    server = RedisServer().start()
-    yield server
-    server.destroy()
-
-
-@pytest.fixture
-def shared_settings(tmp_path: Path, redis_instance: RedisServer) -> Settings:
-    return make_settings(tmp_path / "data", redis_url=redis_instance.url, **FAST_HASHING)
+def shared_settings(tmp_path: Path, own_redis: RedisServer) -> Settings:
+    return make_settings(tmp_path / "data", redis_url=own_redis.url, **FAST_HASHING)
 
 
 class Workers:
@@ -65,8 +57,8 @@ async def workers(shared_settings: Settings) -> AsyncIterator[Workers]:
 
 
 @pytest.fixture
-async def redis_client(redis_instance: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(redis_instance.url, decode_responses=True)
+async def redis_client(own_redis: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(own_redis.url, decode_responses=True)
     yield client
     await client.aclose()
 
@@ -107,7 +99,7 @@ async def test_a_logout_is_refused_by_every_worker_at_once(
 
 
 async def test_without_redis_authenticated_requests_fail_closed_then_recover(
-    workers: Workers, redis_instance: RedisServer
+    workers: Workers, own_redis: RedisServer
 ) -> None:
     client = await workers.start()
     await register(client)
@@ -117,7 +109,7 @@ async def test_without_redis_authenticated_requests_fail_closed_then_recover(
     assert (await me(client, live)).status_code == 200
     assert (await me(client, revoked)).status_code == 401
 
-    redis_instance.stop()
+    own_redis.stop()
     try:
         for token in (live, revoked):
             response = await me(client, token)
@@ -128,13 +120,13 @@ async def test_without_redis_authenticated_requests_fail_closed_then_recover(
             assert "redis" not in response.text.lower()
             assert response.headers["retry-after"].isdigit()
     finally:
-        redis_instance.start()
+        own_redis.start()
 
     assert (await me(client, live)).status_code == 200
 
 
 async def test_a_redis_restart_does_not_bring_logged_out_tokens_back(
-    workers: Workers, redis_instance: RedisServer
+    workers: Workers, own_redis: RedisServer
 ) -> None:
     """Redis may restart empty (no persistence, a failover, an eviction): the database still
     records the logout, and a logged-out token must not work again until it expires."""
@@ -144,7 +136,7 @@ async def test_a_redis_restart_does_not_bring_logged_out_tokens_back(
     await client.post("/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
     assert (await me(client, revoked)).status_code == 401
 
-    redis_instance.stop()
-    redis_instance.start()  # same port, empty: the test server keeps nothing on disk
+    own_redis.stop()
+    own_redis.start()  # same port, empty: the test server keeps nothing on disk
 
     assert (await me(client, revoked)).status_code == 401
