@@ -35,7 +35,7 @@ import ssl
 import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -224,6 +224,17 @@ def check_tls_files(certfile: str, keyfile: str) -> None:
         ) from None
 
 
+class ServeOptions(TypedDict, total=False):
+    """``bastion serve``'s options; each defaults as in ``build_config``."""
+
+    app_factory: str
+    host: str
+    port: int
+    workers: int
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+
+
 def build_config(
     settings: Settings,
     *,
@@ -272,24 +283,6 @@ def serve(config: uvicorn.Config) -> None:
         sys.exit(STARTUP_FAILURE)
 
 
-def run_server(
-    settings: Settings,
-    *,
-    app_factory: str = SERVICE_APP,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    ssl_certfile: str | None = None,
-    ssl_keyfile: str | None = None,
-) -> None:
-    serve(
-        build_config(
-            settings,
-            app_factory=app_factory,
-            host=host,
-            port=port,
-            workers=workers,
-            ssl_certfile=ssl_certfile,
-            ssl_keyfile=ssl_keyfile,
-        )
-    )
+def run_server(settings: Settings, **options: Unpack[ServeOptions]) -> None:
+    """``build_config`` then ``serve``: what ``bastion serve`` does."""
+    serve(build_config(settings, **options))

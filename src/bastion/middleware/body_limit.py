@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.middleware.request_id import request_id_of
+from bastion.middleware.response_start import ResponseStartTracker
 from bastion.problems import send_problem
 
 TOO_LARGE_DETAIL = "The request body is larger than this server accepts."
@@ -49,7 +50,7 @@ class BodyLimitMiddleware:
             return
 
         received = 0
-        response_started = False
+        tracked = ResponseStartTracker(send)
 
         async def receive_within_limit() -> Message:
             nonlocal received
@@ -60,15 +61,9 @@ class BodyLimitMiddleware:
                     raise RequestBodyTooLarge
             return message
 
-        async def send_tracking_start(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, receive_within_limit, send_tracking_start)
+            await self.app(scope, receive_within_limit, tracked)
         except RequestBodyTooLarge:
-            if response_started:
+            if tracked.started:
                 raise
             await send_problem(send, 413, TOO_LARGE_DETAIL, request_id_of(scope))

@@ -7,10 +7,11 @@ logged with the request id; the client sees only a fixed sentence.
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion.logs import get_logger
 from bastion.middleware.request_id import request_id_of
+from bastion.middleware.response_start import ResponseStartTracker
 from bastion.problems import send_problem
 
 log = get_logger("bastion.errors")
@@ -27,18 +28,11 @@ class ServerErrorMiddleware:
             await self.app(scope, receive, send)
             return
 
-        response_started = False
-
-        async def send_tracking_start(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
+        tracked = ResponseStartTracker(send)
         try:
-            await self.app(scope, receive, send_tracking_start)
+            await self.app(scope, receive, tracked)
         except Exception:
             request_id = request_id_of(scope)
             log.exception("unhandled_exception", request_id=request_id, path=scope["path"])
-            if not response_started:
+            if not tracked.started:
                 await send_problem(send, 500, INTERNAL_DETAIL, request_id)
