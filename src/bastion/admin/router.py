@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -14,10 +13,18 @@ from bastion.admin.service import AdminService, UsersPosition
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType
 from bastion.dependencies import AppDatabase, DbSession, require
-from bastion.errors import BadRequest
-from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from bastion.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    read_sequence,
+    read_time_id,
+    time_id_values,
+)
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
-from bastion.security.cursors import CursorCodec, InvalidCursor
+from bastion.security.cursors import CursorCodec
 from bastion.security.principal import Principal
 from bastion.services import services_of
 
@@ -31,10 +38,6 @@ UsersWriter = Annotated[Principal, require("users:write")]
 AuditReader = Annotated[Principal, require("audit:read")]
 
 
-class InvalidCursorProblem(BadRequest):
-    detail = "The cursor is not valid; start again from the first page."
-
-
 def _service(request: Request) -> AdminService:
     return services_of(request.app).admin
 
@@ -43,36 +46,17 @@ def _cursors(request: Request) -> CursorCodec:
     return services_of(request.app).cursors
 
 
-def _decode(request: Request, purpose: str, cursor: str) -> list[Any]:
-    try:
-        return _cursors(request).decode(purpose, cursor)
-    except InvalidCursor:
-        raise InvalidCursorProblem from None
-
-
 def _users_position(request: Request, cursor: str | None) -> UsersPosition | None:
     if cursor is None:
         return None
-    # Signed by this server, so well-formed unless the format changed between versions.
-    match _decode(request, USERS_CURSOR, cursor):
-        case [str() as created_at, str() as user_id]:
-            try:
-                moment = datetime.fromisoformat(created_at)
-                position = UsersPosition(created_at=moment, user_id=uuid.UUID(user_id))
-            except ValueError:
-                raise InvalidCursorProblem from None
-            if moment.tzinfo is not None:
-                return position
-    raise InvalidCursorProblem
+    created_at, user_id = decode_cursor(_cursors(request), USERS_CURSOR, cursor, read_time_id)
+    return UsersPosition(created_at=created_at, user_id=user_id)
 
 
 def _audit_position(request: Request, cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    match _decode(request, AUDIT_CURSOR, cursor):
-        case [int() as seq] if not isinstance(seq, bool) and seq > 0:
-            return seq
-    raise InvalidCursorProblem
+    return decode_cursor(_cursors(request), AUDIT_CURSOR, cursor, read_sequence)
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}}
@@ -94,7 +78,7 @@ async def list_users(
     if more and users:
         last = users[-1]
         next_cursor = _cursors(request).encode(
-            USERS_CURSOR, [last.created_at.isoformat(), str(last.id)]
+            USERS_CURSOR, time_id_values((last.created_at, last.id))
         )
     return Page[AdminUser](
         items=[AdminUser.model_validate(user) for user in users], next_cursor=next_cursor
