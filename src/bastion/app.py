@@ -138,7 +138,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings, database=database, keys=keys, verifier=verifier, store=revocations
     )
     revocations.restore_with(revocation.restore_quietly)
-    lockout = Lockout(settings)
+    lockout = Lockout(settings=settings)
     return Services(
         settings=settings,
         database=database,

@@ -76,10 +76,10 @@ class UsersPosition:
     user_id: uuid.UUID
 
 
+@dataclass(kw_only=True, slots=True)
 class AdminService:
-    def __init__(self, *, revocation: Revocation, clock: Clock = utc_now) -> None:
-        self.revocation = revocation
-        self.clock = clock
+    revocation: Revocation
+    clock: Clock = utc_now
 
     # -- reading -------------------------------------------------------------------------
 

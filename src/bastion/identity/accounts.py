@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -80,21 +81,13 @@ def _new_password_problems(user: AccountState, current: str, new: str) -> list[F
     return [{"loc": ["body", "new_password"], "msg": msg} for msg in problems]
 
 
+@dataclass(kw_only=True, slots=True)
 class Accounts:
-    def __init__(
-        self,
-        *,
-        database: Database,
-        hasher: PasswordHasher,
-        lockout: Lockout,
-        revocation: Revocation,
-        clock: Clock = utc_now,
-    ) -> None:
-        self.database = database
-        self.hasher = hasher
-        self.lockout = lockout
-        self.revocation = revocation
-        self.clock = clock
+    database: Database
+    hasher: PasswordHasher
+    lockout: Lockout
+    revocation: Revocation
+    clock: Clock = utc_now
 
     async def register(
         self, session: AsyncSession, request: RegisterRequest, audit: AuditContext

@@ -10,6 +10,7 @@ where there is no hash to check), one audit insert. The password grant follows
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -71,23 +72,14 @@ def requested_scope(scope: str | None) -> frozenset[str] | None:
     return requested
 
 
+@dataclass(kw_only=True, slots=True)
 class Grants:
-    def __init__(
-        self,
-        *,
-        database: Database,
-        hasher: PasswordHasher,
-        issuer: TokenIssuer,
-        lockout: Lockout,
-        revocation: Revocation,
-        clock: Clock = utc_now,
-    ) -> None:
-        self.database = database
-        self.hasher = hasher
-        self.issuer = issuer
-        self.lockout = lockout
-        self.revocation = revocation
-        self.clock = clock
+    database: Database
+    hasher: PasswordHasher
+    issuer: TokenIssuer
+    lockout: Lockout
+    revocation: Revocation
+    clock: Clock = utc_now
 
     async def password_grant(
         self, *, username: str, password: str, scope: str | None, audit: AuditContext

@@ -7,6 +7,7 @@ the scope and ``iat`` come from that fresh state (``AccountState.issued_at``).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,10 +22,10 @@ from bastion.storage.signing_keys import KeyRingHolder
 from bastion.storage.tables import LoginSession, RefreshToken
 
 
+@dataclass(kw_only=True, slots=True)
 class TokenIssuer:
-    def __init__(self, *, settings: Settings, keys: KeyRingHolder) -> None:
-        self.settings = settings
-        self.keys = keys
+    settings: Settings
+    keys: KeyRingHolder
 
     def open_session(
         self, session: AsyncSession, account: AccountState, scopes: frozenset[str], now: datetime

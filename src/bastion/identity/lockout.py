@@ -8,6 +8,7 @@ arrives while the account is locked is never counted and never extends the lock.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
@@ -20,9 +21,9 @@ from bastion.identity.freshness import not_locked
 from bastion.storage.tables import User
 
 
+@dataclass(kw_only=True, slots=True)
 class Lockout:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    settings: Settings
 
     def period(self, lockouts: int) -> timedelta:
         """The length of the ``lockouts``-th lock: the base period, doubled each time."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -27,23 +28,14 @@ from bastion.storage.signing_keys import KeyRingHolder
 from bastion.storage.tables import LoginSession, RefreshToken, RevokedAccessToken, User
 
 
+@dataclass(kw_only=True, slots=True)
 class Revocation:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        database: Database,
-        keys: KeyRingHolder,
-        verifier: TokenVerifier,
-        store: RevocationStore,
-        clock: Clock = utc_now,
-    ) -> None:
-        self.settings = settings
-        self.database = database
-        self.keys = keys
-        self.verifier = verifier
-        self.store = store
-        self.clock = clock
+    settings: Settings
+    database: Database
+    keys: KeyRingHolder
+    verifier: TokenVerifier
+    store: RevocationStore
+    clock: Clock = utc_now
 
     @property
     def remember_seconds(self) -> int:
