@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from bastion.audit.service import AuditEventFields
 from bastion.identity.schemas import UserPublic
 from bastion.schemas import StrictModel
 from bastion.security.permissions import ROLE_PERMISSIONS
@@ -67,17 +68,5 @@ class UserUpdate(StrictModel):
         return self
 
 
-class AuditEventOut(BaseModel):
+class AuditEventOut(AuditEventFields):
     """A stored audit event without its chain hashes (those are for `bastion audit verify`)."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    seq: int
-    occurred_at: datetime
-    type: str
-    outcome: str
-    actor_id: str | None
-    subject_id: str | None
-    client_ip: str | None
-    request_id: str | None
-    details: dict[str, Any]

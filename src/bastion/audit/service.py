@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Row, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,9 +62,11 @@ class ChainVerification:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredAuditEvent:
-    """An event as stored; type and outcome stay strings so a damaged row can still be read."""
+class AuditEventFields(BaseModel):
+    """An event as stored, without its chain hashes: what the admin API shows. Type and
+    outcome stay strings so a damaged row can still be read."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
 
     seq: int
     occurred_at: datetime
@@ -74,6 +77,11 @@ class StoredAuditEvent:
     client_ip: str | None
     request_id: str | None
     details: dict[str, Any]
+
+
+class StoredAuditEvent(AuditEventFields):
+    """An event as stored, with the hashes that chain it."""
+
     prev_hash: str
     hash: str
 
