@@ -1,4 +1,4 @@
-"""/auth and the JWKS: thin routes over ``IdentityService``."""
+"""/auth and the JWKS: thin routes over the identity services (grants, accounts, revocation)."""
 
 from __future__ import annotations
 
