@@ -272,6 +272,10 @@ async def test_a_wrong_current_password_on_password_change_counts_toward_the_loc
     after = await user_row(app)
     assert (after.lockouts, after.locked_until) == (user.lockouts, user.locked_until)
     assert (await password_grant(client, "alice", NEW_PASSWORD)).json() == INVALID_GRANT
+    changes = await audit_events(app, AuditEventType.PASSWORD_CHANGE)
+    assert [event.details["reason"] for event in reversed(changes)] == [
+        *["wrong_password"] * THRESHOLD, "locked", "locked"
+    ]
 
 
 async def test_parallel_wrong_guesses_are_all_counted(

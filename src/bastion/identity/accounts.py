@@ -173,7 +173,12 @@ class Accounts:
         if fresh.password_hash != seen.password_hash:
             return _StaleCredentials()  # verify again against the hash that is stored now
         if verification is None or fresh.locked(now):
-            return WrongCurrentPassword()  # like the token endpoint: no change, no count
+            # Like the token endpoint: no change, not counted, audited as locked.
+            await audit.record(
+                session, AuditEventType.PASSWORD_CHANGE, Outcome.FAILURE,
+                subject=str(fresh.user_id), reason="locked",
+            )
+            return WrongCurrentPassword()
         if not verification.valid or new_hash is None:
             # A stolen access token must not become a free password oracle: the failure
             # counts toward the lockout, and commits although the request fails.
