@@ -9,7 +9,7 @@ account it read before hashing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -77,17 +77,23 @@ async def login_failure_reasons(app: FastAPI) -> list[Any]:
     return [event.details.get("reason") for event in events]
 
 
+def lock_during_the_next_hash(app: FastAPI) -> datetime:
+    """Alice's account locks (as a burst of other guesses would) while the next password
+    verification runs; returns until when."""
+    locked_until = utc_now() + timedelta(minutes=5)
+
+    async def lock() -> None:
+        await write_user(app, "alice", locked_until=locked_until, lockouts=1, failed_logins=0)
+
+    interleave(app).meanwhile = lock
+    return locked_until
+
+
 async def test_a_lock_set_during_the_hash_refuses_the_right_password_and_stays(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     await register(client, "alice")
-    hasher = interleave(app)
-    locked_until = utc_now() + timedelta(minutes=5)
-
-    async def lock() -> None:
-        await write_user(app, "alice", locked_until=locked_until, lockouts=1)
-
-    hasher.meanwhile = lock
+    locked_until = lock_during_the_next_hash(app)
     response = await password_grant(client, "alice", PASSWORD)
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant"
@@ -101,13 +107,7 @@ async def test_a_wrong_guess_that_finds_the_account_locked_is_not_counted(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     await register(client, "alice")
-    hasher = interleave(app)
-    locked_until = utc_now() + timedelta(minutes=5)
-
-    async def lock() -> None:
-        await write_user(app, "alice", locked_until=locked_until, lockouts=1, failed_logins=0)
-
-    hasher.meanwhile = lock
+    locked_until = lock_during_the_next_hash(app)
     response = await password_grant(client, "alice", "a wrong but long guess")
     assert response.status_code == 400
     row = await user_row(app, "alice")
