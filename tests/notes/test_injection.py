@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from bastion.config import Settings
-from bastion.notes.service import as_stored_html_text
+from bastion.notes.search import as_stored_html_text
 from bastion.security.sanitize import sanitize_html
 from tests.conftest import FAST_HASHING, make_settings
 from tests.notes import account, create_note, list_all_pages, stored_notes

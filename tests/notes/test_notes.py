@@ -17,7 +17,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, select
 
-from bastion.notes import service
+from bastion.notes.listing import listing_purpose
+from bastion.notes.visibility import Viewer
 from bastion.security.principal import Principal
 from bastion.storage.tables import AuditEvent, Note, NoteShare
 from tests.identity.helpers import register
@@ -581,8 +582,8 @@ async def test_cursors_that_this_listing_did_not_issue_are_refused(
     position = orjson.dumps(["2026-01-01T00:00:00+00:00", str(uuid.uuid4())])
     payload = base64.urlsafe_b64encode(position).rstrip(b"=").decode()
     forged = f"{payload}.{base64.urlsafe_b64encode(b'0' * 16).rstrip(b'=').decode()}"
-    purpose = service.listing_purpose(
-        viewer=service.Viewer(user_id=uuid.UUID(alice.id), read_all=False), all_notes=False, q=None
+    purpose = listing_purpose(
+        viewer=Viewer(user_id=uuid.UUID(alice.id), read_all=False), all_notes=False, q=None
     )
     signed_nonsense = [
         app.state.bastion.cursors.encode(purpose, position)

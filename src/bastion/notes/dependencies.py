@@ -21,7 +21,7 @@ from fastapi import Depends, Path, Query, Request
 
 from bastion.dependencies import DbSession, audit_denial, require
 from bastion.errors import InsufficientScope, NotFound
-from bastion.notes import service
+from bastion.notes.visibility import READ_ALL, Viewer, find_owned_note, find_visible_note
 from bastion.security.cursors import CursorCodec
 from bastion.security.principal import Principal
 from bastion.services import services_of
@@ -43,8 +43,8 @@ def _parse_id(note_id: str) -> uuid.UUID:
 
 
 async def _visible_note(note_id: NoteId, principal: NotesReader, session: DbSession) -> Note:
-    note = await service.find_visible_note(
-        session, note_id=_parse_id(note_id), viewer=service.Viewer.of(principal)
+    note = await find_visible_note(
+        session, note_id=_parse_id(note_id), viewer=Viewer.of(principal)
     )
     if note is None:
         raise NotFound(NOTE_NOT_FOUND)
@@ -52,7 +52,7 @@ async def _visible_note(note_id: NoteId, principal: NotesReader, session: DbSess
 
 
 async def _owned_note(note_id: NoteId, principal: NotesWriter, session: DbSession) -> Note:
-    note = await service.find_owned_note(
+    note = await find_owned_note(
         session, note_id=_parse_id(note_id), owner_id=uuid.UUID(principal.user_id)
     )
     if note is None:
@@ -69,9 +69,9 @@ async def _all_notes(
     ] = False,
 ) -> bool:
     """``?all=true`` without notes:read_all is a 403, audited like any other denial."""
-    if all_notes and service.READ_ALL not in principal.scopes:
-        await audit_denial(request, principal, [service.READ_ALL])
-        raise InsufficientScope([service.READ_ALL])
+    if all_notes and READ_ALL not in principal.scopes:
+        await audit_denial(request, principal, [READ_ALL])
+        raise InsufficientScope([READ_ALL])
     return all_notes
 
 

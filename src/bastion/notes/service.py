@@ -18,17 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.clock import utc_now
 from bastion.errors import InvalidFields
-from bastion.notes.listing import (
-    Position,
-    decode_position,
-    encode_position,
-    list_notes,
-    listing_purpose,
-)
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate
-from bastion.notes.search import as_stored_html_text
 from bastion.notes.views import note_view
-from bastion.notes.visibility import READ_ALL, Viewer, find_owned_note, find_visible_note
+from bastion.notes.visibility import Viewer
 from bastion.storage.tables import Note, NoteShare, User
 
 
@@ -105,21 +97,3 @@ async def share_note(
         await session.flush()
     return await note_view(session, note=note, viewer=viewer)
 
-
-__all__ = [
-    "READ_ALL",
-    "Position",
-    "Viewer",
-    "as_stored_html_text",
-    "create_note",
-    "decode_position",
-    "delete_note",
-    "encode_position",
-    "find_owned_note",
-    "find_visible_note",
-    "list_notes",
-    "listing_purpose",
-    "note_view",
-    "share_note",
-    "update_note",
-]
