@@ -36,7 +36,7 @@ if [[ -z "$$py" ]] || ! "$$py" -c 'import sys; sys.exit(sys.version_info < (3, 1
 fi
 endef
 
-.PHONY: help $(VENV) run system-deps lint typecheck pytest test lock clean
+.PHONY: help $(VENV) run system-deps lint typecheck pytest test lock clean bench bench-deps profile
 
 help:
 	@echo "make run           serve bastion on 127.0.0.1:8000 (data in ./.bastion)"
@@ -47,6 +47,9 @@ help:
 	@echo "make typecheck     mypy (config in pyproject.toml)"
 	@echo "make pytest        pytest -n 2, incl. browser tests; PYTEST_ARGS=... to pass more"
 	@echo "make lock          regenerate constraints.txt from a clean venv"
+	@echo "make bench         every target of docs/performance.md, side by side (~10 min;"
+	@echo "                   not part of make test); BENCH_ARGS=... for bench/run.py"
+	@echo "make profile       py-spy profile of a worker under /auth/me and /health/live load"
 	@echo "make clean         remove .venv and caches (keeps ./.bastion)"
 
 $(VENV): $(VENV_STAMP)
@@ -80,6 +83,24 @@ pytest: $(VENV_STAMP)
 	$(BIN)/pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
 test: system-deps $(VENV_STAMP) lint typecheck pytest
+
+# The benchmark: system tools (wrk, taskset, PostgreSQL) and bench/requirements.txt
+# (py-spy) installed into .venv for the bench only, never as runtime dependencies.
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+
+bench-deps:
+	bash scripts/bench-deps.sh
+
+$(BENCH_STAMP): $(VENV_STAMP) bench/requirements.txt
+	$(BIN)/pip install -r bench/requirements.txt
+	touch $@
+
+bench: bench-deps $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+profile: bench-deps $(BENCH_STAMP)
+	$(BIN)/python -m bench.profile
 
 # Pins every package `pip install -e '.[dev]'` pulls in, resolved in a fresh
 # venv (python3.11 preferred, see PYTHON above). Editable so no build/ is left

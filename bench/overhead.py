@@ -1,7 +1,7 @@
 """CPU cost of bastion's middleware stack over a bare FastAPI route, measured in-process.
 
 Drives the ASGI apps directly (no sockets, no client) so the number is the stack's own
-cost per request. Run: ``.venv/bin/python bench/overhead.py > /dev/null`` (the report
+cost per request. Run: ``.venv/bin/python -m bench.overhead > /dev/null`` (the report
 goes to stderr). Not part of the test run.
 """
 
@@ -24,6 +24,7 @@ from bastion.logs import configure_logging
 from bastion.security.principal import Principal
 from bastion.security.tokens import access_token_claims
 from bastion.storage.migrate import upgrade_to_head
+from bench.asgi import get_scope, receive
 
 REQUESTS = 20_000
 
@@ -79,18 +80,7 @@ async def _access_token(app: FastAPI) -> str:
 
 
 async def _drive(app: Any, count: int, path: str = "/ping", token: str | None = None) -> float:
-    headers = [(b"host", b"localhost"), (b"accept", b"*/*")]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": headers,
-        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+    scope = get_scope(path, token=token)
 
     async def send(_message: dict[str, Any]) -> None:
         return None

@@ -1,0 +1,198 @@
+"""The processes the bench starts: uvicorn workers pinned to the server's core, a
+throw-away PostgreSQL pinned to the load generator's, and the accounts and notes they serve.
+
+Servers run through ``bastion.server.run_server`` whatever the app, so every app gets the
+same uvicorn (bastion's hardened httptools protocol, one worker) and only the app differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CORE = 0
+LOAD_CORE = 1
+PASSWORD = "a long benchmark phrase"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def bastion_env(data_dir: Path, database_url: str | None = None) -> dict[str, str]:
+    """The environment of a bench server: the caller's, less any BASTION_ setting, plus
+    quotas wrk cannot reach (requests are still counted) and tokens that outlive the run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "BASTION_DATA_DIR": str(data_dir),
+            "BASTION_LOG_LEVEL": "INFO",
+            "BASTION_RATE_LIMIT_DEFAULT": "1000000000/minute",
+            "BASTION_RATE_LIMIT_LOGIN": "1000/minute",
+            "BASTION_RATE_LIMIT_REGISTER": "1000/minute",
+            "BASTION_ACCESS_TOKEN_TTL": "3600",
+            "BENCH_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'bastion.sqlite3'}",
+        }
+    )
+    if database_url:
+        env["BASTION_DATABASE_URL"] = database_url
+    return env
+
+
+def migrate(env: Mapping[str, str]) -> None:
+    subprocess.run(
+        [str(Path(sys.executable).parent / "bastion"), "migrate"],
+        env=dict(env), cwd=env["BASTION_DATA_DIR"], check=True, capture_output=True,
+    )
+
+
+@dataclass
+class Server:
+    """One uvicorn worker on ``SERVER_CORE``; its access log goes to /dev/null."""
+
+    name: str
+    factory: str
+    env: Mapping[str, str]
+    python: str = sys.executable
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        self.port = free_port()
+        program = (
+            "from bastion.server import run_server; from bastion.config import Settings; "
+            f"run_server(Settings(), app_factory={self.factory!r}, port={self.port})"
+        )
+        self.process = subprocess.Popen(
+            ["taskset", "-c", str(SERVER_CORE), self.python, "-c", program],
+            env=dict(self.env), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        return self
+
+    def wait(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1)
+            except urllib.error.HTTPError:
+                return  # answering, a 404 included
+            except OSError:
+                time.sleep(0.1)
+            else:
+                return
+        raise RuntimeError(f"{self.name} did not start within {timeout:.0f} s")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+@contextlib.contextmanager
+def running(servers: list[Server]) -> Iterator[list[Server]]:
+    """Starts them all (they idle on one core while another is measured), stops them all."""
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def pin_tree(pid: int, core: int) -> None:
+    """Pins a process, its threads and its current children to ``core``; children forked
+    later inherit it (PostgreSQL forks a backend per connection)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(child) for child in children]
+    for each in pids:
+        subprocess.run(["taskset", "-a", "-cp", str(core), str(each)], check=False,
+                       capture_output=True)
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL on ``LOAD_CORE``, as tests/servers/postgres.py starts it;
+    yields a fresh database's URL."""
+    import asyncio
+
+    from tests.servers.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        pin_tree(postmaster, LOAD_CORE)
+        name = asyncio.run(server.create_database())
+        yield server.url(name)
+    finally:
+        server.destroy()
+
+
+def _call(port: int, method: str, path: str, body: bytes | None = None,
+          headers: Mapping[str, str] | None = None) -> object:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", body, dict(headers or {}), method=method
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        raw = reply.read()
+    return json.loads(raw) if raw else None
+
+
+def account(port: int, username: str) -> tuple[str, str]:
+    """Registers ``username`` and signs in: (user id, access token)."""
+    body = {"username": username, "email": f"{username}@example.com", "password": PASSWORD,
+            "age": 30}
+    _call(port, "POST", "/auth/register", json.dumps(body).encode(),
+          {"content-type": "application/json"})
+    form = f"grant_type=password&username={username}&password={PASSWORD.replace(' ', '+')}"
+    reply = _call(port, "POST", "/auth/token", form.encode(),
+                  {"content-type": "application/x-www-form-urlencoded"})
+    assert isinstance(reply, dict)
+    token = str(reply["access_token"])
+    me = _call(port, "GET", "/auth/me", headers={"authorization": f"Bearer {token}"})
+    assert isinstance(me, dict)
+    return str(me["id"]), token
+
+
+def create_notes(port: int, token: str, count: int, body: str) -> list[str]:
+    """``count`` notes owned by the token's user; their ids."""
+    ids = []
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    for number in range(count):
+        payload = json.dumps({"title": f"note {number}", "body": body}).encode()
+        note = _call(port, "POST", "/notes", payload, headers)
+        assert isinstance(note, dict)
+        ids.append(str(note["id"]))
+    return ids
