@@ -46,6 +46,12 @@ class Conflict(DomainError):
     detail = "The request conflicts with the current state of the resource."
 
 
+class QuotaExceeded(Conflict):
+    """Storing this would take the user past a configured limit; nothing was stored."""
+
+    detail = "This would exceed your storage limit."
+
+
 class Forbidden(DomainError):
     detail = "You are not allowed to do this."
 

@@ -21,11 +21,13 @@ from bastion.notes.dependencies import (
     OwnedNote,
     VisibleNote,
 )
+from bastion.notes.quota import NoteQuota
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate, SearchText, ShareCreate
 from bastion.notes.views import note_view
 from bastion.notes.visibility import Viewer
 from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
+from bastion.services import AppServices
 
 router = APIRouter(tags=["notes"], responses=RATE_LIMITED_RESPONSES)
 
@@ -34,13 +36,30 @@ _NOT_FOUND: Responses = {404: {"description": "No such note, or not one the call
 _DENIED: Responses = {401: {}, 403: {}}
 
 
-@router.post("/notes", status_code=201, responses={**_DENIED, 422: {}})
+_OVER_QUOTA: Responses = {
+    409: {
+        "description": "The caller's notes would exceed BASTION_NOTES_MAX_COUNT notes or "
+        "BASTION_NOTES_MAX_BYTES bytes (UTF-8 titles and sanitized bodies); nothing is stored."
+    }
+}
+
+
+@router.post("/notes", status_code=201, responses={**_DENIED, **_OVER_QUOTA, 422: {}})
 async def create_note(
-    body: NoteCreate, principal: NotesWriter, session: DbSession, response: Response
+    body: NoteCreate,
+    principal: NotesWriter,
+    session: DbSession,
+    services: AppServices,
+    response: Response,
 ) -> NotePublic:
     """Create a note. The body is sanitized HTML (no script, event handlers or
-    ``javascript:`` URLs) before it is stored."""
-    note = await service.create_note(session, owner=Viewer.of(principal), data=body)
+    ``javascript:`` URLs) before it is stored; 409 when it would not fit the caller's limits."""
+    note = await service.create_note(
+        session,
+        owner=Viewer.of(principal),
+        data=body,
+        quota=NoteQuota.of(services.settings),
+    )
     response.headers["Location"] = f"/notes/{note.id}"
     return note
 
@@ -79,13 +98,22 @@ async def read_note(note: VisibleNote, principal: NotesReader, session: DbSessio
     return await note_view(session, note=note, viewer=Viewer.of(principal))
 
 
-@router.patch("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND, 422: {}})
+@router.patch("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND, **_OVER_QUOTA, 422: {}})
 async def update_note(
-    note: OwnedNote, body: NoteUpdate, principal: NotesWriter, session: DbSession
+    note: OwnedNote,
+    body: NoteUpdate,
+    principal: NotesWriter,
+    session: DbSession,
+    services: AppServices,
 ) -> NotePublic:
-    """Change the title and/or the body of a note the caller owns."""
+    """Change the title and/or the body of a note the caller owns; 409 when a bigger note
+    would not fit the caller's byte limit."""
     return await service.update_note(
-        session, note=note, changes=body, viewer=Viewer.of(principal)
+        session,
+        note=note,
+        changes=body,
+        viewer=Viewer.of(principal),
+        quota=NoteQuota.of(services.settings),
     )
 
 

@@ -3,13 +3,34 @@
 Built only from bound parameters, with LIKE's ``%``, ``_`` and escape character escaped, so
 every character of ``q`` matches itself. Case is folded for ASCII letters only, and the same
 way on SQLite and PostgreSQL (see ``AsciiLower``); other characters match exactly.
+
+The LIKE condition decides what matches; an index only narrows which notes it is tried on
+(migration 0007), so the answer is the same with or without it:
+- PostgreSQL: pg_trgm GIN indexes on ``AsciiLower(title)`` and ``AsciiLower(body)`` serve
+  the LIKE itself.
+- SQLite: ``IndexedCandidates`` adds "the note is among the FTS5 trigram table's hits for
+  the same folded text". A trigram index cannot look up fewer than 3 characters (FTS5
+  finds nothing for them), so shorter text scans the caller's visible notes: bounded by
+  the per-user quota (``BASTION_NOTES_MAX_COUNT``, ``BASTION_NOTES_MAX_BYTES``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, or_
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    Text,
+    and_,
+    column,
+    literal_column,
+    or_,
+    select,
+    table,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -66,10 +87,58 @@ def as_stored_html_text(text: str) -> str:
     )
 
 
-def search_condition(q: str) -> ColumnElement[bool]:
-    title_pattern = like_contains(q.translate(_ASCII_LOWER))
-    body_pattern = like_contains(as_stored_html_text(q).translate(_ASCII_LOWER))
-    return or_(
-        AsciiLower(Note.title).like(title_pattern, escape=LIKE_ESCAPE),
-        AsciiLower(Note.body).like(body_pattern, escape=LIKE_ESCAPE),
+TRIGRAM = 3  # the shortest text a trigram index can look up
+SQLITE_SEARCH_TABLE = "notes_search"
+
+_fts = table(SQLITE_SEARCH_TABLE, column("rowid", Integer))
+_keys = table("note_search_keys", column("id", Integer), column("note_id", Note.id.type))
+
+
+def fts_phrase(text: str) -> str:
+    """``text`` as one FTS5 phrase: inside double quotes every character is literal, and a
+    double quote is written twice."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+class IndexedCandidates(ColumnElement[bool]):
+    """True for the notes the SQLite FTS5 trigram table finds ``title`` in the title or
+    ``body`` in the body (both already ASCII-folded); plain ``true`` on other backends,
+    whose LIKE uses its own index. Never the whole condition: only a pre-filter."""
+
+    type = Boolean()
+    _is_implicitly_boolean = True  # a condition already: no "= 1" appended on SQLite
+    inherit_cache = False  # the text is rendered as a fresh bound parameter every time
+
+    def __init__(self, *, title: str, body: str) -> None:
+        self.title = title
+        self.body = body
+
+
+@compiles(IndexedCandidates)
+def _candidates_default(_element: IndexedCandidates, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(true(), **kw)
+
+
+@compiles(IndexedCandidates, "sqlite")
+def _candidates_sqlite(element: IndexedCandidates, compiler: SQLCompiler, **kw: Any) -> str:
+    query = f"title : {fts_phrase(element.title)} OR body : {fts_phrase(element.body)}"
+    # "notes_search MATCH :query": the table's name stands for all its columns.
+    hits = (
+        select(_keys.c.note_id)
+        .join(_fts, _fts.c.rowid == _keys.c.id)
+        .where(literal_column(SQLITE_SEARCH_TABLE).match(query))
     )
+    return compiler.process(Note.id.in_(hits), **kw)
+
+
+def search_condition(q: str) -> ColumnElement[bool]:
+    title_text = q.translate(_ASCII_LOWER)
+    body_text = as_stored_html_text(q).translate(_ASCII_LOWER)
+    matches = or_(
+        AsciiLower(Note.title).like(like_contains(title_text), escape=LIKE_ESCAPE),
+        AsciiLower(Note.body).like(like_contains(body_text), escape=LIKE_ESCAPE),
+    )
+    # The body text is never shorter than the title text (escaping only lengthens it).
+    if len(title_text) < TRIGRAM:
+        return matches
+    return and_(IndexedCandidates(title=title_text, body=body_text), matches)

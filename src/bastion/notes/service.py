@@ -5,7 +5,9 @@ They never decide who may touch a note on their own: the dependencies in
 ``bastion.notes.dependencies`` load a note only through ``find_visible_note`` or
 ``find_owned_note`` (``bastion.notes.visibility``) and answer 404 otherwise, so a route
 never holds a note its caller may not see. Listing is ``bastion.notes.listing``, search
-``bastion.notes.search``, the public form of a note ``bastion.notes.views``.
+``bastion.notes.search``, the public form of a note ``bastion.notes.views``. Creating a
+note, or making one bigger, first checks the owner's limits (``bastion.notes.quota``) in the
+same transaction; a refusal is a 409 and stores nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.clock import utc_now
 from bastion.errors import InvalidFields
+from bastion.notes.quota import NoteQuota, check_growth, check_new_note, stored_size
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate
 from bastion.notes.views import note_view
 from bastion.notes.visibility import Viewer
@@ -25,14 +28,22 @@ from bastion.storage.tables import Note, NoteShare, User
 
 
 async def create_note(
-    session: AsyncSession, *, owner: Viewer, data: NoteCreate, now: datetime | None = None
+    session: AsyncSession,
+    *,
+    owner: Viewer,
+    data: NoteCreate,
+    quota: NoteQuota,
+    now: datetime | None = None,
 ) -> NotePublic:
+    size = stored_size(data.title, data.body)
+    await check_new_note(session, owner_id=owner.user_id, quota=quota, size=size)
     now = now or utc_now()
     note = Note(
         id=uuid.uuid4(),
         owner_id=owner.user_id,
         title=data.title,
         body=data.body,
+        size_bytes=size,
         created_at=now,
         updated_at=now,
     )
@@ -47,10 +58,21 @@ async def update_note(
     note: Note,
     changes: NoteUpdate,
     viewer: Viewer,
+    quota: NoteQuota,
     now: datetime | None = None,
 ) -> NotePublic:
     """Changes the fields that were sent; an empty PATCH changes nothing, not even
-    ``updated_at``. ``note`` comes from ``find_owned_note``."""
+    ``updated_at``. ``note`` comes from ``find_owned_note``. A change that makes the note
+    bigger must fit the owner's byte limit; checked before anything is changed."""
+    size = stored_size(
+        note.title if changes.title is None else changes.title,
+        note.body if changes.body is None else changes.body,
+    )
+    await check_growth(
+        session, owner_id=note.owner_id, quota=quota, old_size=note.size_bytes, new_size=size
+    )
+    if size != note.size_bytes:
+        note.size_bytes = size
     if changes.title is not None:
         note.title = changes.title
     if changes.body is not None:

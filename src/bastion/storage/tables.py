@@ -168,16 +168,41 @@ class AuditEvent(Base):
 
 
 class Note(Base):
+    """A user's note. Search indexes live beside it, per backend: a pg_trgm GIN index on
+    PostgreSQL (``NOTE_TRIGRAM_INDEXES``), an FTS5 table kept by triggers on SQLite
+    (``SQLITE_SEARCH_TABLES``); both are made by migration 0007."""
+
     __tablename__ = "notes"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     title: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)  # sanitized HTML, never raw input
+    # UTF-8 bytes of the stored title and body, for the per-user quota: summed from the
+    # (owner_id, size_bytes) index alone, without reading a single body.
+    size_bytes: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
-    __table_args__ = (Index("ix_notes_owner_id_created_at", "owner_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_notes_owner_id_created_at", "owner_id", "created_at"),
+        Index("ix_notes_owner_id_size_bytes", "owner_id", "size_bytes"),
+    )
+
+
+# Search objects that exist on one backend only and that the models cannot describe (an
+# FTS5 virtual table and its shadow tables, expression GIN indexes). The schema comparison
+# leaves out exactly these names, and tests check them on their own.
+SQLITE_SEARCH_TABLES = (
+    "notes_search",
+    "notes_search_data",
+    "notes_search_idx",
+    "notes_search_docsize",
+    "notes_search_config",
+    "notes_search_content",
+    "note_search_keys",
+)
+NOTE_TRIGRAM_INDEXES = ("ix_notes_title_trgm", "ix_notes_body_trgm")
 
 
 class NoteShare(Base):
