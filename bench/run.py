@@ -122,8 +122,20 @@ def _targets(s: dict[str, Summary], memory: dict[str, float] | None) -> list[Tar
     return found
 
 
+def _revision() -> str:
+    """The commit measured, marked when src/ differs from it (read before the servers
+    start, since the tree may change while the bench runs)."""
+    git = ["git", "-C", str(report.ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True,
+                           text=True).stdout.strip()
+    return f"{commit} + uncommitted src changes" if dirty else commit
+
+
 def main() -> None:
     options = _options()
+    commit = _revision()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: run `make bench` (scripts/bench-deps.sh installs it)")
@@ -145,8 +157,6 @@ def main() -> None:
     summaries = {name: report.summarise(runs) for name, runs in results.items()}
     targets = _targets(summaries, memory)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=report.ROOT,
-                            capture_output=True, text=True).stdout.strip()
     header = (f"{stamp}, commit {commit}, Python {platform.python_version()}, "
               f"{options.rounds} rounds x {options.seconds:g} s, server on core "
               f"{servers.SERVER_CORE}, wrk on core {servers.LOAD_CORE}")
