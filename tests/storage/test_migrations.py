@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi import FastAPI
-from sqlalchemy import inspect
+from sqlalchemy import JSON, Uuid, column, insert, inspect, table, text
+from sqlalchemy.sql.expression import TableClause
 
+from bastion.config import Settings
+from bastion.storage.database import Database
 from bastion.storage.migrate import alembic_config
-from bastion.storage.tables import NOTE_TRIGRAM_INDEXES, SQLITE_SEARCH_TABLES, Base
+from bastion.storage.tables import NOTE_TRIGRAM_INDEXES, SQLITE_SEARCH_TABLES, Base, UTCDateTime
 
 
 def _not_a_search_object(name: str | None, type_: str, _parents: dict[str, Any]) -> bool:
@@ -77,3 +82,73 @@ def _note_objects(connection: Any) -> set[str]:
         | {str(index["name"]) for index in inspector.get_indexes("notes")}
         | set(inspector.get_table_names())
     )
+
+
+def _old_table(name: str, *columns: str, uuids: tuple[str, ...] = ()) -> TableClause:
+    """A table as revision 0005 had it, for inserting rows the current models cannot."""
+    types: dict[str, Any] = {"roles": JSON(), "created_at": UTCDateTime(),
+                             "updated_at": UTCDateTime(), "expires_at": UTCDateTime()}
+    return table(
+        name,
+        *(column(name, Uuid() if name in uuids else types.get(name)) for name in columns),
+    )
+
+
+_OLD_USERS = _old_table(
+    "users", "id", "username", "email", "age", "password_hash", "roles", "disabled",
+    "token_version", "failed_logins", "lockouts", "created_at", "updated_at", uuids=("id",),
+)
+_OLD_SESSIONS = _old_table(
+    "sessions", "id", "user_id", "scope", "created_at", "expires_at", uuids=("id", "user_id")
+)
+_OLD_NOTES = _old_table(
+    "notes", "id", "owner_id", "title", "body", "created_at", "updated_at",
+    uuids=("id", "owner_id"),
+)
+
+
+async def test_upgrading_keeps_every_row_of_an_existing_deployment(settings: Settings) -> None:
+    """A deployment at 0005 with an account, a session and a note keeps all three through
+    every later migration. (0006 first dropped a column with batch mode's table rebuild: with
+    foreign keys on, SQLite's DROP TABLE users cascaded and deleted sessions and notes.)"""
+    database = Database.from_settings(settings)
+    user_id, now = uuid.uuid4(), datetime.now(UTC)
+
+    def migrate_to(connection: Any, revision: str) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    try:
+        async with database.engine.begin() as connection:
+            await connection.run_sync(migrate_to, "0005")
+        stamps = {"created_at": now}
+        async with database.transaction() as session:
+            await session.execute(
+                insert(_OLD_USERS).values(
+                    id=user_id, username="alice", email="alice@example.com", age=30,
+                    password_hash="hash", roles=["user"], disabled=False, token_version=0,
+                    failed_logins=0, lockouts=0, updated_at=now, **stamps,
+                )
+            )
+            await session.execute(
+                insert(_OLD_SESSIONS).values(
+                    id=uuid.uuid4(), user_id=user_id, scope="", expires_at=now, **stamps
+                )
+            )
+            await session.execute(
+                insert(_OLD_NOTES).values(
+                    id=uuid.uuid4(), owner_id=user_id, title="title", body="body",
+                    updated_at=now, **stamps,
+                )
+            )
+        async with database.engine.begin() as connection:
+            await connection.run_sync(migrate_to, "head")
+        async with database.transaction() as session:
+            counts = [
+                (await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()  # noqa: S608
+                for table in ("users", "sessions", "notes")
+            ]
+        assert counts == [1, 1, 1]
+    finally:
+        await database.dispose()

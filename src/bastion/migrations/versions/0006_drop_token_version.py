@@ -10,6 +10,8 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -20,13 +22,18 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    # batch mode: SQLite drops a column by rebuilding the table.
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_column("token_version")
+    # In place, never by batch mode's copy-and-rebuild: with foreign keys on, SQLite's
+    # DROP TABLE users would cascade and delete every session, note and share.
+    # ALTER TABLE ... DROP COLUMN is SQLite >= 3.35 (Debian 12 ships 3.40).
+    if op.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        raise RuntimeError(
+            f"migration 0006 needs SQLite >= 3.35 to drop a column in place; "
+            f"this Python links SQLite {sqlite3.sqlite_version}"
+        )
+    op.drop_column("users", "token_version")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("token_version", sa.Integer(), nullable=False, server_default="0")
-        )
+    op.add_column(
+        "users", sa.Column("token_version", sa.Integer(), nullable=False, server_default="0")
+    )
