@@ -46,6 +46,7 @@ from bastion.middleware import (
 )
 from bastion.notes.router import router as notes_router
 from bastion.ratelimiting import RateLimiter
+from bastion.routing import PolicyRoute, guard_routes
 from bastion.security.client_ip import TrustedProxies
 from bastion.security.cursors import CursorCodec
 from bastion.security.passwords import PasswordHasher
@@ -215,12 +216,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         middleware=_middleware(services.settings),
         lifespan=lifespan,
     )
+    # Routes declared on the app later (a toolkit user's, a test's) check their policy up
+    # front too; the routers' routes, added flat, are switched over by guard_routes.
+    app.router.route_class = PolicyRoute
     app.state.public_paths = {app.openapi_url}
     install_services(app, services)
     install_problem_handlers(app)
     for router in (health_router, identity_router, notes_router, admin_router):
         add_routes(app, router)
     mount_docs(app)
+    guard_routes(app)
     return app
 
 

@@ -9,7 +9,8 @@ threadpool hop per request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any
 
@@ -35,6 +36,8 @@ from bastion.storage import Database
 
 TOKEN_URL = "/auth/token"  # noqa: S105 (a path, not a secret)
 OAUTH2_SCHEME_NAME = "OAuth2PasswordBearer"
+# The principal the route policy verified, for the endpoint and its dependencies.
+PRINCIPAL_SCOPE_KEY = "bastion.principal"
 
 
 async def _database(request: Request) -> Database:
@@ -69,18 +72,29 @@ class BearerToken(OAuth2):
     async def __call__(  # type: ignore[override]
         self, request: Request, security_scopes: SecurityScopes
     ) -> Principal:
+        principal = await self.authenticate(request)
+        await self.authorize(request, principal, security_scopes.scopes)
+        return principal
+
+    async def authenticate(self, request: Request) -> Principal:
+        """The request's principal, the request counted against the limit (per user, or per
+        address when the token is missing or refused: guessing tokens is limited too)."""
         try:
             principal = await self._principal(request)
         except Unauthenticated:
-            # Unauthenticated requests count per address: guessing tokens is limited too.
             await _count(request, self.rate_limit, user_id=None)
             raise
         await _count(request, self.rate_limit, user_id=principal.user_id)
-        missing = set(security_scopes.scopes) - principal.scopes
+        return principal
+
+    async def authorize(
+        self, request: Request, principal: Principal, scopes: Sequence[str]
+    ) -> None:
+        """403 (audited) unless the principal's scope holds every one of ``scopes``."""
+        missing = set(scopes) - principal.scopes
         if missing:
             await audit_denial(request, principal, sorted(missing))
-            raise InsufficientScope(sorted(security_scopes.scopes))
-        return principal
+            raise InsufficientScope(sorted(scopes))
 
     async def _principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
@@ -94,6 +108,7 @@ class BearerToken(OAuth2):
         except InvalidToken:
             raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True) from None
         request.scope[USER_ID_SCOPE_KEY] = principal.user_id
+        request.scope[PRINCIPAL_SCOPE_KEY] = principal
         return principal
 
 
@@ -161,6 +176,59 @@ def require(*permissions: str, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> 
     if not permissions or unknown:
         raise ValueError(f"unknown permissions: {sorted(unknown) or 'none given'}")
     return Security(_bearer_token(rate_limit), scopes=list(permissions))
+
+
+Policy = PublicPolicy | BearerToken
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCheck:
+    """One policy dependency of a route, with the scopes FastAPI would hand it."""
+
+    policy: Policy
+    scopes: tuple[str, ...]
+
+
+def policy_checks(dependant: Dependant) -> list[PolicyCheck]:
+    """The policy dependencies of ``dependant`` in the order FastAPI resolves them (depth
+    first, each dependency's own dependencies before it), each (policy, scopes) once, as
+    FastAPI's per-request cache calls it once."""
+    found: list[PolicyCheck] = []
+    seen: set[tuple[int, tuple[str, ...]]] = set()
+
+    def visit(parent: Dependant) -> None:
+        for sub in parent.dependencies:
+            if isinstance(sub.call, PublicPolicy | BearerToken):
+                scopes = tuple(
+                    dict.fromkeys([*(sub.parent_oauth_scopes or []), *(sub.own_oauth_scopes or [])])
+                )
+                key = (id(sub.call), tuple(sorted(scopes)))
+                if key not in seen:
+                    seen.add(key)
+                    found.append(PolicyCheck(sub.call, scopes))
+            else:
+                visit(sub)
+
+    visit(dependant)
+    return found
+
+
+async def enforce(request: Request, checks: Sequence[PolicyCheck]) -> Principal | None:
+    """Runs a route's policies as its dependencies would, in the same order, without
+    FastAPI's per-dependency resolution: count, then token → principal → permission. The
+    principal is verified once and left in the scope (``PRINCIPAL_SCOPE_KEY``)."""
+    principal: Principal | None = None
+    for check in checks:
+        policy = check.policy
+        if isinstance(policy, PublicPolicy):
+            await policy(request)
+            continue
+        if principal is None:
+            principal = await policy.authenticate(request)
+        else:
+            await _count(request, policy.rate_limit, user_id=principal.user_id)
+        await policy.authorize(request, principal, check.scopes)
+    return principal
 
 
 def _policy_dependants(route: Any) -> Iterator[tuple[Dependant, PublicPolicy | BearerToken]]:
