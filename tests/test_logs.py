@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from bastion.logs import REDACTED, redact, redact_secrets
+from bastion.logs import REDACTED, _utc_second, redact, redact_secrets, write_access_line
 
 
 @pytest.mark.parametrize(
@@ -132,3 +135,49 @@ asyncio.run(main())
     )
     assert "PRIVATE-KEY-X" not in result.stdout + result.stderr
     assert "INSERT" not in result.stdout + result.stderr
+
+
+class _Stream:
+    """Stands in for ``sys.stdout.buffer``: what was written, and how often flushed."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.flushes = 0
+
+    def write(self, data: bytes) -> int:
+        self.written.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_the_access_timestamp_is_iso_8601_utc_to_the_microsecond() -> None:
+    for now in (0.0, 1_700_000_000.5, 1_700_000_000.999999, 1_700_000_001.000001):
+        expected = datetime.fromtimestamp(now, UTC)
+        text = _utc_second.timestamp(now)
+        assert text.endswith("+00:00")
+        assert abs(datetime.fromisoformat(text) - expected) <= timedelta(microseconds=1)
+
+
+async def test_access_lines_are_written_at_once_and_flushed_by_the_end_of_the_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _Stream()
+    monkeypatch.setattr(sys, "stdout", SimpleNamespace(buffer=stream))
+    write_access_line({"method": "GET", "route": "/a", "path": None, "status": 200})
+    write_access_line({"method": "GET", "route": None, "path": "/x?token=abc", "status": 404})
+    assert [json.loads(line)["status"] for line in stream.written] == [200, 404]
+    assert "abc" not in b"".join(stream.written).decode()
+    assert stream.flushes == 0  # the requests of this turn share one flush
+    await asyncio.sleep(0)
+    assert stream.flushes == 1
+
+
+def test_outside_an_event_loop_an_access_line_is_flushed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _Stream()
+    monkeypatch.setattr(sys, "stdout", SimpleNamespace(buffer=stream))
+    write_access_line({"method": "GET", "route": "/a", "path": None, "status": 200})
+    assert stream.flushes == 1
