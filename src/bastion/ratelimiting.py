@@ -12,6 +12,7 @@ middleware adds them to whatever response is sent, a 429 or a 404 from the route
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
@@ -68,6 +69,9 @@ RATE_LIMITED_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     }
 }
+# Parsing the address (an IPv6 one reduced to its /64) costs more than the count itself; a
+# server sees the same clients again and again. Bounded: rotating addresses only evicts.
+_client_key = functools.lru_cache(maxsize=4096)(client_key)
 # At most one "failing open" warning per this many seconds: an outage must not flood the log.
 FAIL_OPEN_LOG_INTERVAL: Final = 10.0
 
@@ -131,7 +135,7 @@ class RateLimiter:
         if user_id is not None and not quota.by_ip:
             client = "user:" + user_id
         else:
-            client = "ip:" + client_key(client_address(scope))
+            client = "ip:" + _client_key(client_address(scope))
         # HEAD is answered by the GET route: one count for both, or alternating them would
         # double the quota. Policies run only on matched routes, so a template exists.
         method = "GET" if scope["method"] == "HEAD" else scope["method"]

@@ -10,7 +10,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from bastion.middleware import TrustedHostMiddleware
 from bastion.middleware.request_id import REQUEST_ID_SCOPE_KEY
-from bastion.middleware.trusted_host import host_name
+from bastion.middleware.trusted_host import MAX_KNOWN_GOOD_HOSTS, host_name
 
 ALLOWED = ["api.example.com", "LocalHost", "127.0.0.1", "[::1]", "2001:DB8::1", "*.example.org"]
 
@@ -171,3 +171,36 @@ def _assert_invalid_host_problem(sent: list[Message], host: bytes) -> None:
     assert "invalid host" in problem["detail"].lower()
     if host:
         assert host.decode("latin-1") not in body["body"].decode()
+
+
+async def test_the_remembered_hosts_are_allowed_ones_and_bounded() -> None:
+    """Allowed Host values skip parsing next time; refused ones are never remembered, and a
+    client sending endless allowed subdomains cannot grow the set past its bound."""
+    ran: list[bytes] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        ran.append(scope["headers"][0][1])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        return None
+
+    middleware = TrustedHostMiddleware(app, allowed_hosts=ALLOWED)
+
+    async def passes(host: bytes) -> bool:
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", host)]}
+        await middleware(scope, receive, send)
+        return bool(ran) and ran.pop() == host
+
+    assert await passes(b"api.example.com")
+    assert not await passes(b"evil.example.com")
+    assert not await passes(b"evil.example.com")
+    assert middleware.known_good == {b"api.example.com"}
+    assert await passes(b"api.example.com")
+    for number in range(MAX_KNOWN_GOOD_HOSTS * 2):
+        assert await passes(b"h%d.example.org" % number)
+    assert len(middleware.known_good) == MAX_KNOWN_GOOD_HOSTS
+    assert not await passes(b"example.org")  # the wildcard's name itself is not allowed
+    assert b"example.org" not in middleware.known_good

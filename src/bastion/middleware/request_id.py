@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,7 +37,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope) or secrets.token_hex(16)
+        # os.urandom directly: secrets.token_hex's layers cost more than the random bytes.
+        request_id = _incoming_request_id(scope) or os.urandom(16).hex()
         scope[REQUEST_ID_SCOPE_KEY] = request_id
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
 

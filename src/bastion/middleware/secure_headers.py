@@ -85,15 +85,16 @@ class SecureHeadersMiddleware:
         self.app = app
         self.api_headers = _common_headers(API_CSP)
         self.docs_headers = _common_headers(DOCS_CSP)
-        self.docs_prefixes = tuple(docs_prefixes)
-        self.no_store_prefixes = tuple(no_store_prefixes)
+        self.https_api_headers = [*self.api_headers, _HSTS]
+        self.https_docs_headers = [*self.docs_headers, _HSTS]
+        self.docs_prefixes = _Prefixes(docs_prefixes)
+        self.no_store_prefixes = _Prefixes(no_store_prefixes)
 
     def _headers_for(self, scope: Scope) -> Headers:
-        path: str = scope["path"]
-        headers = self.docs_headers if _under(path, self.docs_prefixes) else self.api_headers
+        docs = self.docs_prefixes.holds(scope["path"])
         if scope.get("scheme") == "https":
-            headers = [*headers, _HSTS]
-        return headers
+            return self.https_docs_headers if docs else self.https_api_headers
+        return self.docs_headers if docs else self.api_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +102,7 @@ class SecureHeadersMiddleware:
             return
 
         security_headers = self._headers_for(scope)
-        no_store = _under(scope["path"], self.no_store_prefixes)
+        no_store = self.no_store_prefixes.holds(scope["path"])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -119,5 +120,12 @@ class SecureHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def _under(path: str, prefixes: tuple[str, ...]) -> bool:
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+class _Prefixes:
+    """Paths equal to a prefix or below it (``/auth``, ``/auth/token``; not ``/authx``)."""
+
+    def __init__(self, prefixes: Sequence[str]) -> None:
+        self.exact = frozenset(prefixes)
+        self.below = tuple(prefix + "/" for prefix in prefixes)
+
+    def holds(self, path: str) -> bool:
+        return path in self.exact or path.startswith(self.below)

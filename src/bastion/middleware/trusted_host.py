@@ -29,6 +29,7 @@ from bastion.security.hostport import parse_host_port
 INVALID_HOST_DETAIL = "Invalid host: the Host header does not name a host this server answers to."
 # RFC 6455 §7.4.1 "policy violation": a refused WebSocket handshake becomes HTTP 403.
 WEBSOCKET_POLICY_VIOLATION = 1008
+MAX_KNOWN_GOOD_HOSTS = 64
 _NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
 
@@ -105,6 +106,9 @@ class TrustedHostMiddleware:
     def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str]) -> None:
         self.app = app
         self.allowed = AllowedHosts.parse(allowed_hosts)
+        # Raw Host values already found allowed: the few a deployment sees skip parsing.
+        # Only allowed values enter, and only so many: a client cannot grow it.
+        self.known_good: set[bytes] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -112,15 +116,24 @@ class TrustedHostMiddleware:
             await self.app(scope, receive, send)
             return
 
-        host: str | None = None
+        raw: bytes | None = None
         seen = 0
         for name, value in scope["headers"]:
             if name == b"host":
                 seen += 1
-                host = host_name(value.decode("latin-1"))
-        if seen == 1 and self.allowed.is_allowed(host):
+                raw = value
+        if seen == 1 and raw is not None and self._allows(raw):
             await self.app(scope, receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION})
         else:
             await send_problem(send, 400, INVALID_HOST_DETAIL, request_id_of(scope))
+
+    def _allows(self, raw: bytes) -> bool:
+        if raw in self.known_good:
+            return True
+        if not self.allowed.is_allowed(host_name(raw.decode("latin-1"))):
+            return False
+        if len(self.known_good) < MAX_KNOWN_GOOD_HOSTS:
+            self.known_good.add(raw)
+        return True
