@@ -49,6 +49,11 @@ async def _transaction(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def _read(request: Request) -> AsyncIterator[AsyncSession]:
+    async with services_of(request.app).database.read() as session:
+        yield session
+
+
 class BearerToken(OAuth2):
     """Resolves ``Authorization: Bearer`` to a ``Principal``, or answers 401.
 
@@ -330,4 +335,6 @@ AppDatabase = Annotated[Database, Depends(_database)]
 # scope="function": the transaction commits when the route returns, before the response is
 # sent, so a failed commit is reported to the client instead of a success it never got.
 DbSession = Annotated[AsyncSession, Depends(_transaction, scope="function")]
+# A route that only reads: never waits for (or takes) SQLite's write lock; writes fail.
+DbReader = Annotated[AsyncSession, Depends(_read, scope="function")]
 CurrentPrincipal = Annotated[Principal, authenticated()]

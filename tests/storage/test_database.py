@@ -15,7 +15,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 
 from bastion.app import create_app
 from bastion.config import Settings
-from bastion.dependencies import DbSession
+from bastion.dependencies import DbReader, DbSession
 from bastion.errors import Conflict
 from bastion.storage.migrate import current_revision, head_revision
 from tests.conftest import make_settings
@@ -35,6 +35,10 @@ def _add_write_routes(app: FastAPI) -> None:
     async def write_one(session: DbSession) -> dict[str, str]:
         await session.execute(insert(entries).values(name="kept"))
         return {"status": "written"}
+
+    @app.get("/probe/entries")
+    async def read_all(session: DbReader) -> dict[str, int]:
+        return {"count": len((await session.execute(select(entries))).all())}
 
     @app.post("/probe/entries/half")
     async def write_then_fail(session: DbSession) -> None:
@@ -101,11 +105,12 @@ async def test_an_unreachable_database_gives_503_problems_not_hangs(
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         ready = await client.get("/health/ready")
         write = await client.post("/probe/entries")
+        read = await client.get("/probe/entries")
         live = await client.get("/health/live")
     await app.state.bastion.database.dispose()
     await _let_aiosqlite_threads_finish()
     assert time.monotonic() - started < 10
-    for response in (ready, write):
+    for response in (ready, write, read):
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert "retry-after" in response.headers

@@ -12,7 +12,7 @@ from bastion.admin.schemas import AdminUser, AuditEventOut, UserUpdate
 from bastion.admin.service import AdminService, UsersPosition
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType
-from bastion.dependencies import AppDatabase, DbSession, require
+from bastion.dependencies import AppDatabase, DbReader, DbSession, require
 from bastion.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -66,7 +66,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {401: {}, 403: {}}
 async def list_users(
     _principal: UsersReader,
     request: Request,
-    session: DbSession,
+    session: DbReader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[AdminUser]:
@@ -122,7 +122,7 @@ async def unlock_user(
 async def list_audit_events(
     _principal: AuditReader,
     request: Request,
-    session: DbSession,
+    session: DbReader,
     type: Annotated[AuditEventType | None, Query(description="Only this event type.")] = None,
     user_id: Annotated[
         uuid.UUID | None, Query(description="Only events with this user as actor or subject.")

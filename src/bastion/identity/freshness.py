@@ -75,8 +75,9 @@ def not_locked(now: datetime) -> ColumnElement[bool]:
 
 
 async def read_account(database: Database, *where: ColumnElement[bool]) -> AccountState | None:
-    """Step 1: the account before the slow step, in a unit of work of its own."""
-    async with database.transaction() as session:
+    """Step 1: the account before the slow step, in a read of its own: it neither takes
+    nor waits for SQLite's write lock; step 3 re-reads the row under the lock anyway."""
+    async with database.read() as session:
         user = await session.scalar(select(User).where(*where))
     return AccountState.of(user) if user is not None else None
 

@@ -147,7 +147,8 @@ class Revocation:
         """
         now = self.clock()
         since = now - timedelta(seconds=self.remember_seconds)
-        async with self.database.transaction() as session:
+        # Only reads: a start or a wiped store's restore must not queue behind writers.
+        async with self.database.read() as session:
             revoked_sessions = list(
                 await session.scalars(
                     select(LoginSession.id).where(LoginSession.revoked_at >= since)

@@ -1,8 +1,18 @@
-"""The async engine and the one way to run a unit of work: ``Database.transaction()``.
+"""The async engines and the two ways to run a unit of work.
 
-Every write happens inside one transaction that commits when the block ends and rolls back
-on any error, so nothing is stored half-way. A database that does not answer becomes
-``StorageUnavailable`` (503) within ``database_timeout`` seconds instead of a hang or a 500.
+``Database.transaction()``: every write happens inside one transaction that commits when the
+block ends and rolls back on any error, so nothing is stored half-way. On SQLite it begins
+``BEGIN IMMEDIATE``, taking the database-wide write lock at once, because a unit of work that
+reads and then writes must not fail half-way with SQLITE_BUSY_SNAPSHOT.
+
+``Database.read()``: a unit of work that only reads must not queue for that lock. On SQLite
+it runs on connections of their own that never begin a transaction (each statement reads
+the latest committed state, as PostgreSQL's READ COMMITTED does; in WAL mode readers wait
+neither for the writer nor for each other) and refuse every write (``PRAGMA query_only``).
+On PostgreSQL it is a ``READ ONLY`` transaction.
+
+A database that does not answer becomes ``StorageUnavailable`` (503) within
+``database_timeout`` seconds instead of a hang or a 500, for reads and writes alike.
 """
 
 from __future__ import annotations
@@ -40,16 +50,19 @@ def _is_unavailable(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
-def _sqlite_pragmas(timeout: float) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(timeout: float, *, read_only: bool = False) -> Callable[[Any, Any], None]:
     busy_timeout_ms = int(timeout * 1000)
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # The driver's implicit BEGIN is replaced by BEGIN IMMEDIATE (see _begin_immediate).
+        # The driver's implicit BEGIN is replaced by BEGIN IMMEDIATE (see _begin_immediate)
+        # on the writer's connections, and by nothing at all on the reader's.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     return on_connect
@@ -77,6 +90,35 @@ def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
     )
 
 
+def _in_memory(url: str) -> bool:
+    return make_url(url).database in (None, "", ":memory:")
+
+
+def create_reader_for(writer: AsyncEngine, *, timeout: float) -> AsyncEngine:
+    """The engine of read-only units of work, beside ``writer``.
+
+    SQLite: a pool of its own, whose connections refuse writes and never begin a
+    transaction, so they never take or wait for the write lock (an in-memory database is
+    private to one connection pool, so there the writer reads too). PostgreSQL: the
+    writer's pool, each transaction begun ``READ ONLY``.
+    """
+    url = writer.url.render_as_string(hide_password=False)
+    if writer.url.get_backend_name() != "sqlite":
+        return writer.execution_options(postgresql_readonly=True)
+    if _in_memory(url):
+        return writer
+    # Autocommit, never a transaction: ending one would only cost a needless round trip
+    # through aiosqlite's thread (skip_autocommit_rollback spares it on every release).
+    reader = create_async_engine(
+        url,
+        connect_args={"timeout": timeout},
+        isolation_level="AUTOCOMMIT",
+        skip_autocommit_rollback=True,
+    )
+    event.listen(reader.sync_engine, "connect", _sqlite_pragmas(timeout, read_only=True))
+    return reader
+
+
 def _consume_outcome(probe: asyncio.Future[None]) -> None:
     """An abandoned probe's late error is expected; retrieve it so asyncio does not log it."""
     if not probe.cancelled():
@@ -84,10 +126,14 @@ def _consume_outcome(probe: asyncio.Future[None]) -> None:
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, timeout: float, reader: AsyncEngine | None = None
+    ) -> None:
         self.engine = engine
+        self.reader = reader if reader is not None else create_reader_for(engine, timeout=timeout)
         self.timeout = timeout
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._probes: set[asyncio.Future[None]] = set()
 
     @classmethod
@@ -105,9 +151,28 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit at the end, roll back on any exception."""
+        """One unit of work that may write: commit at the end, roll back on any exception.
+        On SQLite it holds the write lock from its first statement to its end."""
         try:
             async with self._sessions() as session, session.begin():
+                yield session
+        except Exception as error:
+            if _is_unavailable(error):
+                raise StorageUnavailable from error
+            raise
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work that only reads: never takes SQLite's write lock, and any write
+        in it fails (SQLite ``query_only``, PostgreSQL ``READ ONLY``). A unit of work that
+        reads and then decides to write belongs in ``transaction()``.
+
+        For the hottest reads, ``await session.connection()`` runs Core statements without
+        the ORM's identity map and unit of work."""
+        try:
+            # No commit: there is nothing to commit. Closing the session ends PostgreSQL's
+            # READ ONLY transaction; on SQLite there is none to end.
+            async with self._read_sessions() as session:
                 yield session
         except Exception as error:
             if _is_unavailable(error):
@@ -142,4 +207,6 @@ class Database:
     async def dispose(self) -> None:
         for probe in list(self._probes):
             probe.cancel()
+        if self.reader.sync_engine.pool is not self.engine.sync_engine.pool:
+            await self.reader.dispose()
         await self.engine.dispose()

@@ -117,14 +117,14 @@ class KeyRingHolder:
     async def reload(self, session: AsyncSession | None = None) -> KeyRing:
         """Loads the ring, inside ``session`` when the caller has a transaction open.
 
-        A caller with an open transaction must pass it: on SQLite a second transaction
-        would wait for the write lock that the caller's own transaction holds.
+        A caller with an open transaction must pass it, to see the keys it wrote; without
+        one, the ring is loaded by a read that takes no write lock.
         """
         async with self._lock:
             if session is not None:
                 self._ring = await load_key_ring(session, self._settings)
             else:
-                async with self._database.transaction() as own:
+                async with self._database.read() as own:
                     self._ring = await load_key_ring(own, self._settings)
             self._loaded_at = time.monotonic()
             return self._ring
