@@ -16,6 +16,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 from bastion.notes.listing import listing_purpose
 from bastion.notes.visibility import Viewer
@@ -208,12 +209,12 @@ async def test_a_page_costs_two_queries(app: FastAPI, client: httpx.AsyncClient)
     def record(*args: Any) -> None:
         statements.append(str(args[2]))
 
-    engine = app.state.bastion.database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    # Every engine: the listing reads on the database's reader, not on its writer.
+    event.listen(Engine, "before_cursor_execute", record)
     try:
         response = await client.get("/notes", headers=alice.headers)
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(Engine, "before_cursor_execute", record)
     assert len(response.json()["items"]) == 10
     assert all(item["shared_with"] == ["bob"] for item in response.json()["items"])
     selects = [statement for statement in statements if statement.lstrip().startswith("SELECT")]

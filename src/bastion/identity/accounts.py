@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +23,7 @@ from bastion.identity.freshness import (
 )
 from bastion.identity.lockout import Lockout
 from bastion.identity.revocation import Revocation
-from bastion.identity.schemas import RegisterRequest
+from bastion.identity.schemas import RegisterRequest, UserPublic
 from bastion.problems import FieldError
 from bastion.security.passwords import PasswordHasher, Verification, password_problems
 from bastion.security.permissions import DEFAULT_ROLES
@@ -30,6 +31,18 @@ from bastion.security.principal import Principal
 from bastion.security.tokens import INVALID_TOKEN_DETAIL
 from bastion.storage.database import Database
 from bastion.storage.tables import User
+
+_users = User.__table__.c
+_CURRENT_USER = select(
+    _users.id,
+    _users.username,
+    _users.email,
+    _users.age,
+    _users.roles,
+    _users.created_at,
+    _users.disabled,
+).where(_users.id == bindparam("user_id"))
+"""What ``current_user`` reads: ``UserPublic``'s fields and whether the account is disabled."""
 
 
 class AccountExists(Conflict):
@@ -111,11 +124,18 @@ class Accounts:
         )
         return user
 
-    async def current_user(self, session: AsyncSession, principal: Principal) -> User:
-        user = await session.get(User, uuid.UUID(principal.user_id))
-        if user is None or user.disabled:
+    async def current_user(self, session: AsyncSession, principal: Principal) -> UserPublic:
+        """The signed-in account as ``UserPublic``; 401 once it is gone or disabled.
+
+        The hottest read of the service: one prebuilt Core statement on the session's
+        connection, so neither the ORM's identity map nor a statement cache key is built
+        per request (``session`` is a read-only unit of work, ``Database.read()``)."""
+        connection = await session.connection()
+        result = await connection.execute(_CURRENT_USER, {"user_id": uuid.UUID(principal.user_id)})
+        row = result.first()
+        if row is None or row.disabled:
             raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
-        return user
+        return UserPublic.model_validate(row)
 
     async def change_password(
         self,

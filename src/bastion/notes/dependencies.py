@@ -19,9 +19,15 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
-from bastion.dependencies import DbSession, audit_denial, require
+from bastion.dependencies import DbReader, DbSession, audit_denial, require
 from bastion.errors import InsufficientScope, NotFound
-from bastion.notes.visibility import READ_ALL, Viewer, find_owned_note, find_visible_note
+from bastion.notes.visibility import (
+    READ_ALL,
+    SharedNote,
+    Viewer,
+    find_owned_note,
+    find_visible_note,
+)
 from bastion.security.cursors import CursorCodec
 from bastion.security.principal import Principal
 from bastion.services import services_of
@@ -42,7 +48,9 @@ def _parse_id(note_id: str) -> uuid.UUID:
         raise NotFound(NOTE_NOT_FOUND) from None
 
 
-async def _visible_note(note_id: NoteId, principal: NotesReader, session: DbSession) -> Note:
+async def _visible_note(
+    note_id: NoteId, principal: NotesReader, session: DbReader
+) -> SharedNote:
     note = await find_visible_note(
         session, note_id=_parse_id(note_id), viewer=Viewer.of(principal)
     )
@@ -79,9 +87,9 @@ async def _cursor_codec(request: Request) -> CursorCodec:
     return services_of(request.app).cursors
 
 
-VisibleNote = Annotated[Note, Depends(_visible_note)]
-"""The note of the path, when the caller owns it, it is shared with them, or their token
-carries notes:read_all; otherwise 404."""
+VisibleNote = Annotated[SharedNote, Depends(_visible_note)]
+"""The note of the path and its shares, when the caller owns it, it is shared with them, or
+their token carries notes:read_all; otherwise 404. Read in a read-only unit of work."""
 OwnedNote = Annotated[Note, Depends(_owned_note)]
 """The note of the path, when the caller owns it (row locked for the transaction);
 otherwise 404."""

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from bastion.dependencies import DbSession, require
+from bastion.dependencies import DbReader, DbSession, require
 from bastion.notes import listing, service
 from bastion.notes.dependencies import (
     AllNotes,
@@ -23,7 +23,7 @@ from bastion.notes.dependencies import (
 )
 from bastion.notes.quota import NoteQuota
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate, SearchText, ShareCreate
-from bastion.notes.views import note_view
+from bastion.notes.views import view_of
 from bastion.notes.visibility import Viewer
 from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
@@ -68,7 +68,7 @@ async def create_note(
 async def list_notes(
     principal: NotesReader,
     all_notes: AllNotes,
-    session: DbSession,
+    session: DbReader,
     cursors: Cursors,
     q: Annotated[
         SearchText | None,
@@ -93,9 +93,10 @@ async def list_notes(
 
 
 @router.get("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND})
-async def read_note(note: VisibleNote, principal: NotesReader, session: DbSession) -> NotePublic:
-    """A note the caller owns or that is shared with them (any note with notes:read_all)."""
-    return await note_view(session, note=note, viewer=Viewer.of(principal))
+async def read_note(note: VisibleNote, principal: NotesReader) -> NotePublic:
+    """A note the caller owns or that is shared with them (any note with notes:read_all).
+    ``VisibleNote`` read the note with its shares already: no further query."""
+    return view_of(note, note.sharees, Viewer.of(principal))
 
 
 @router.patch("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND, **_OVER_QUOTA, 422: {}})

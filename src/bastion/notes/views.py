@@ -4,58 +4,76 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.notes.schemas import NotePublic
 from bastion.notes.visibility import Viewer
-from bastion.storage.tables import Note, NoteShare, User
+from bastion.storage.tables import NoteShare, User
+
+Sharee = tuple[uuid.UUID, str]
+"""A user a note is shared with: (user id, username)."""
 
 
-async def note_views(
-    session: AsyncSession, *, notes: Sequence[Note], viewer: Viewer
-) -> list[NotePublic]:
-    """The public form of ``notes``, with one query for all their shares (never N+1).
+class NoteFields(Protocol):
+    """The columns ``NotePublic`` shows: an ORM ``Note`` or a Core row of them."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def owner_id(self) -> uuid.UUID: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+def view_of(note: NoteFields, sharees: Iterable[Sharee], viewer: Viewer) -> NotePublic:
+    """The public form of one note, given every user it is shared with.
 
     The owner (and a notes:read_all administrator) sees every user a note is shared with;
     anyone else sees only their own name: a note shared with you does not tell you who
-    else it was shared with.
+    else it was shared with. Names are sorted here, not by ORDER BY: a PostgreSQL locale
+    collation would ignore "." and "_" and order differently from SQLite.
     """
-    sharees: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = defaultdict(list)
+    sees_all = viewer.read_all or note.owner_id == viewer.user_id
+    return NotePublic(
+        id=note.id,
+        owner_id=note.owner_id,
+        title=note.title,
+        body=note.body,
+        shared_with=sorted(
+            username for user_id, username in sharees if sees_all or user_id == viewer.user_id
+        ),
+        created_at=note.created_at,
+        updated_at=note.updated_at,
+    )
+
+
+async def note_views(
+    session: AsyncSession, *, notes: Sequence[NoteFields], viewer: Viewer
+) -> list[NotePublic]:
+    """The public form of ``notes``, with one query for all their shares (never N+1)."""
+    sharees: dict[uuid.UUID, list[Sharee]] = defaultdict(list)
     if notes:
         rows = await session.execute(
             select(NoteShare.note_id, User.id, User.username)
             .join(User, User.id == NoteShare.user_id)
             .where(NoteShare.note_id.in_([note.id for note in notes]))
         )
-        # Sorted here, not by ORDER BY: a PostgreSQL locale collation would ignore "." and
-        # "_" and order differently from SQLite.
-        for note_id, user_id, username in sorted(rows, key=lambda row: row.username):
+        for note_id, user_id, username in rows:
             sharees[note_id].append((user_id, username))
-    views = []
-    for note in notes:
-        sees_all = viewer.read_all or note.owner_id == viewer.user_id
-        shared_with = [
-            username
-            for user_id, username in sharees[note.id]
-            if sees_all or user_id == viewer.user_id
-        ]
-        views.append(
-            NotePublic(
-                id=note.id,
-                owner_id=note.owner_id,
-                title=note.title,
-                body=note.body,
-                shared_with=shared_with,
-                created_at=note.created_at,
-                updated_at=note.updated_at,
-            )
-        )
-    return views
+    return [view_of(note, sharees[note.id], viewer) for note in notes]
 
 
-async def note_view(session: AsyncSession, *, note: Note, viewer: Viewer) -> NotePublic:
+async def note_view(session: AsyncSession, *, note: NoteFields, viewer: Viewer) -> NotePublic:
     (view,) = await note_views(session, notes=[note], viewer=viewer)
     return view

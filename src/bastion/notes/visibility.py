@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.security.principal import Principal
-from bastion.storage.tables import Note, NoteShare
+from bastion.storage.tables import Note, NoteShare, User
 
 READ_ALL = "notes:read_all"
 
@@ -31,22 +32,91 @@ class Viewer:
         return cls(user_id=uuid.UUID(principal.user_id), read_all=READ_ALL in principal.scopes)
 
 
+def _owned_or_shared(viewer_id: uuid.UUID | BindParameter[uuid.UUID]) -> ColumnElement[bool]:
+    shared_with_viewer = select(NoteShare.note_id).where(NoteShare.user_id == viewer_id)
+    return or_(Note.owner_id == viewer_id, Note.id.in_(shared_with_viewer))
+
+
 def visible_to(viewer: Viewer) -> ColumnElement[bool]:
     """The notes ``viewer`` owns or that are shared with them, as a SQL condition."""
-    shared_with_viewer = select(NoteShare.note_id).where(NoteShare.user_id == viewer.user_id)
-    return or_(Note.owner_id == viewer.user_id, Note.id.in_(shared_with_viewer))
+    return _owned_or_shared(viewer.user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedNote:
+    """A note as ``find_visible_note`` read it, with every user it is shared with (who of
+    them the viewer may see is ``views.view_of``'s decision)."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    title: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+    sharees: tuple[tuple[uuid.UUID, str], ...]
+
+
+def _note_with_sharees(*, read_all: bool) -> Select[tuple[object, ...]]:
+    """One row per share of the note (one with NULL sharee when it has none): the note and
+    its shares in one query. Built once, with bound parameters, so no request builds a
+    statement or its cache key. The join uses aliases, so ``visible_to``'s subquery on
+    ``note_shares`` is not correlated with it."""
+    notes = Note.__table__.c
+    share = NoteShare.__table__.alias("share")
+    sharee = User.__table__.alias("sharee")
+    statement = (
+        select(
+            notes.id,
+            notes.owner_id,
+            notes.title,
+            notes.body,
+            notes.created_at,
+            notes.updated_at,
+            sharee.c.id.label("sharee_id"),
+            sharee.c.username.label("sharee_name"),
+        )
+        .select_from(
+            Note.__table__.outerjoin(share, share.c.note_id == notes.id).outerjoin(
+                sharee, sharee.c.id == share.c.user_id
+            )
+        )
+        .where(notes.id == bindparam("note_id"))
+    )
+    if not read_all:
+        statement = statement.where(_owned_or_shared(bindparam("viewer_id")))
+    return statement
+
+
+_VISIBLE_NOTE = _note_with_sharees(read_all=False)
+_ANY_NOTE = _note_with_sharees(read_all=True)
 
 
 async def find_visible_note(
     session: AsyncSession, *, note_id: uuid.UUID, viewer: Viewer
-) -> Note | None:
+) -> SharedNote | None:
     """The note when ``viewer`` owns it, it is shared with them, or their token carries
-    notes:read_all (an administrator may read any note by id, as they may list them all)."""
-    statement = select(Note).where(Note.id == note_id)
-    if not viewer.read_all:
-        statement = statement.where(visible_to(viewer))
-    note: Note | None = await session.scalar(statement)
-    return note
+    notes:read_all (an administrator may read any note by id, as they may list them all).
+
+    Core on the session's connection: a read needs no identity map or unit of work."""
+    connection = await session.connection()
+    statement = _ANY_NOTE if viewer.read_all else _VISIBLE_NOTE
+    rows = (
+        await connection.execute(statement, {"note_id": note_id, "viewer_id": viewer.user_id})
+    ).all()
+    if not rows:
+        return None
+    note = rows[0]
+    return SharedNote(
+        id=note.id,
+        owner_id=note.owner_id,
+        title=note.title,
+        body=note.body,
+        created_at=note.created_at,
+        updated_at=note.updated_at,
+        sharees=tuple(
+            (row.sharee_id, row.sharee_name) for row in rows if row.sharee_id is not None
+        ),
+    )
 
 
 async def find_owned_note(
