@@ -52,3 +52,20 @@ async def test_the_app_starts_with_redis_down_and_restores_when_it_returns(
         assert (await client.get("/health/ready")).status_code == 503
         own_redis.start()
         assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_liveness_answers_its_json_body_unmetered_and_head_without_one(
+    tmp_path: Path,
+) -> None:
+    app = create_app(make_settings(tmp_path / "data", **FAST_HASHING))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        live = await client.get("/health/live")
+        head = await client.head("/health/live")
+    assert live.status_code == head.status_code == 200
+    assert live.headers["content-type"] == "application/json"
+    assert live.json() == {"status": "ok"}
+    assert head.content == b""
+    assert head.headers["content-length"] == live.headers["content-length"]
+    assert "ratelimit" not in live.headers  # liveness is never rate limited
+    assert live.headers["x-content-type-options"] == "nosniff"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from bastion.dependencies import AppDatabase, public
@@ -23,11 +23,15 @@ class HealthStatus(BaseModel):
 # methods would give the OpenAPI document a duplicate operation id.
 # Liveness is not rate limited: it must answer whatever happens to the rate-limit store, or
 # an orchestrator would restart healthy processes during a Redis outage.
+# Probes call it often and the answer never changes: the body is encoded once, here.
+_LIVE_BODY = HealthStatus(status="ok").model_dump_json().encode()
+
+
 @router.head("/live", include_in_schema=False, dependencies=[public(rate_limit=None)])
-@router.get("/live", dependencies=[public(rate_limit=None)])
-async def live() -> HealthStatus:
+@router.get("/live", response_model=HealthStatus, dependencies=[public(rate_limit=None)])
+async def live() -> Response:
     """The process serves requests; says nothing about its dependencies."""
-    return HealthStatus(status="ok")
+    return Response(_LIVE_BODY, media_type="application/json")
 
 
 @router.head("/ready", include_in_schema=False, dependencies=[public()])
