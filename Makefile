@@ -85,7 +85,8 @@ pytest: $(VENV_STAMP)
 test: system-deps $(VENV_STAMP) lint typecheck pytest
 
 # The benchmark: system tools (wrk, taskset, PostgreSQL) and bench/requirements.txt
-# (py-spy) installed into .venv for the bench only, never as runtime dependencies.
+# (py-spy) installed into .venv for the bench only, never as runtime dependencies;
+# the fastapi-users peer's packages into .venv-peers (below).
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -96,7 +97,23 @@ $(BENCH_STAMP): $(VENV_STAMP) bench/requirements.txt
 	$(BIN)/pip install -r bench/requirements.txt
 	touch $@
 
-bench: bench-deps $(BENCH_STAMP)
+# The fastapi-users peer runs from its own venv (bench/peers-requirements.txt says why it
+# cannot share .venv). Best effort: when the install fails, bench.run skips the peer and
+# prints why, and the next `make bench` tries again.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): bench/peers-requirements.txt
+	@$(find_python); \
+	if { [[ -x $(PEERS_VENV)/bin/python ]] || "$$py" -m venv $(PEERS_VENV); } \
+	   && $(PEERS_VENV)/bin/pip install --disable-pip-version-check -q -r bench/peers-requirements.txt; then \
+	  touch $@; \
+	else \
+	  echo "bench: installing $(PEERS_VENV) from bench/peers-requirements.txt failed;" \
+	       "the fastapi-users peer will be skipped" >&2; \
+	fi
+
+bench: bench-deps $(BENCH_STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 profile: bench-deps $(BENCH_STAMP)

@@ -73,6 +73,19 @@ class Target:
                 "PASS" if self.passed else "MISS")
 
 
+@dataclass(frozen=True, slots=True)
+class Info:
+    """An informational figure (a peer's ratio): reported beside the targets, judged by none,
+    left out of the chart."""
+
+    name: str
+    figure: float
+    unit: str = "x"
+
+    def cells(self) -> tuple[str, str, str, str]:
+        return (self.name, _number(self.figure, self.unit), "(no target)", "info")
+
+
 def _number(value: float, unit: str) -> str:
     if unit == "x":
         return f"{value:.2f}x"
@@ -86,7 +99,7 @@ def _columns(rows: Sequence[Sequence[str]]) -> list[int]:
 
 
 def text_table(summaries: Mapping[str, Summary], targets: Sequence[Target],
-               header: str) -> str:
+               header: str, infos: Sequence[Info] = ()) -> str:
     rows = [("scenario", "req/s", "p50 ms", "p99 ms", "max ms", "5xx", "non-2xx", "rounds")]
     rows += [
         (name, f"{s.rate:,.0f}", f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", f"{s.max_ms:.1f}",
@@ -97,7 +110,8 @@ def text_table(summaries: Mapping[str, Summary], targets: Sequence[Target],
     lines = [header, ""]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
               for row in rows]
-    verdicts = [("target", "figure", "limit", "result"), *(t.cells() for t in targets)]
+    verdicts = [("target", "figure", "limit", "result"), *(t.cells() for t in targets),
+                *(i.cells() for i in infos)]
     widths = _columns(verdicts)
     lines += [""] + [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -107,9 +121,10 @@ def text_table(summaries: Mapping[str, Summary], targets: Sequence[Target],
 
 
 def markdown(summaries: Mapping[str, Summary], targets: Sequence[Target], header: str,
-             svg_name: str) -> str:
+             svg_name: str, infos: Sequence[Info] = ()) -> str:
     lines = [f"_{header}_", "", "| target | figure | limit | result |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(t.cells()) + " |" for t in targets]
+    lines += ["| " + " | ".join(i.cells()) + " |" for i in infos]
     lines += ["", "| scenario | req/s | p50 ms | p99 ms | max ms | 5xx |",
               "|---|---:|---:|---:|---:|---:|"]
     lines += [

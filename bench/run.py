@@ -6,6 +6,9 @@ so that a neighbour's burst on this shared machine hits every scenario alike, an
 figure is the median over the rounds. Then target 5 runs in process. Prints the table,
 writes bench/out/ (table.txt, table.md, bench.svg, results.json) and, unless ``--no-doc``,
 the "after" block of docs/performance.md and docs/performance-after.svg.
+The fastapi-users peer (bench/peer_fastapi_users.py) runs from .venv-peers in the same
+rounds, reported as information, not a target; it is skipped, saying why, when that venv
+is missing or broken.
 Run: ``.venv/bin/python -m bench.run`` (``--help`` for the options).
 """
 
@@ -26,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import report, scenarios, servers, wrk
-from bench.report import Summary, Target
+from bench.report import Info, Summary, Target
 
 OUT = Path(__file__).resolve().parent / "out"
 DOC_SVG = report.ROOT / "docs" / "performance-after.svg"
@@ -39,6 +42,8 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--memory-count", type=int, default=100_000,
                         help="distinct clients and tokens for target 5 (0: skip)")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave out the fastapi-users peer (.venv-peers)")
     parser.add_argument("--no-doc", action="store_true",
                         help="do not write docs/performance.md's after block")
     return parser.parse_args()
@@ -122,6 +127,28 @@ def _targets(s: dict[str, Summary], memory: dict[str, float] | None) -> list[Tar
     return found
 
 
+def _infos(s: dict[str, Summary]) -> list[Info]:
+    """The peer's figures, when it ran: ratios in the same run, judged by no target."""
+    peer = s.get("fastapi-users GET /me")
+    if peer is None:
+        return []
+    return [
+        Info("peer: fastapi-users /me vs bare constant",
+             peer.rate / s["bare FastAPI, constant"].rate),
+        Info("peer: bastion /auth/me vs fastapi-users /me",
+             s["bastion GET /auth/me"].rate / peer.rate),
+    ]
+
+
+def _with_peer(wanted: bool) -> bool:
+    if not wanted:
+        return False
+    reason = servers.peer_unavailable()
+    if reason is not None:
+        print(f"fastapi-users peer skipped: {reason}", file=sys.stderr, flush=True)
+    return reason is None
+
+
 def _revision() -> str:
     """The commit measured, marked when src/ differs from it (read before the servers
     start, since the tree may change while the bench runs)."""
@@ -139,10 +166,11 @@ def main() -> None:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: run `make bench` (scripts/bench-deps.sh installs it)")
+    with_peer = _with_peer(not options.no_peers)
     data_dir = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
     try:
         with _maybe_postgres(not options.no_postgres) as pg_url:
-            found_servers = scenarios.bastion_servers(data_dir, pg_url)
+            found_servers = scenarios.bastion_servers(data_dir, pg_url, with_peer)
             for server in found_servers:
                 if server.name.startswith("bastion"):
                     servers.migrate(server.env)
@@ -156,11 +184,12 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
     summaries = {name: report.summarise(runs) for name, runs in results.items()}
     targets = _targets(summaries, memory)
+    infos = _infos(summaries)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"{stamp}, commit {commit}, Python {platform.python_version()}, "
               f"{options.rounds} rounds x {options.seconds:g} s, server on core "
               f"{servers.SERVER_CORE}, wrk on core {servers.LOAD_CORE}")
-    table = report.text_table(summaries, targets, header)
+    table = report.text_table(summaries, targets, header, infos)
     if memory is not None:
         table += (f"\nmemory: RSS {memory['before_mb']:.0f} MB -> {memory['after_mb']:.0f} MB "
                   f"after {int(memory['count']):,} distinct clients and tokens\n")
@@ -169,12 +198,13 @@ def main() -> None:
     (OUT / "table.txt").write_text(table)
     picture = report.svg(targets, f"bastion bench, {stamp}")
     (OUT / "bench.svg").write_text(picture)
-    block = report.markdown(summaries, targets, header, DOC_SVG.name)
+    block = report.markdown(summaries, targets, header, DOC_SVG.name, infos)
     (OUT / "table.md").write_text(block)
     (OUT / "results.json").write_text(json.dumps(
         {"header": header, "memory": memory,
          "runs": {k: [dataclasses.asdict(r) for r in v] for k, v in results.items()},
-         "targets": [dataclasses.asdict(t) | {"passed": t.passed} for t in targets]},
+         "targets": [dataclasses.asdict(t) | {"passed": t.passed} for t in targets],
+         "peers": [dataclasses.asdict(i) for i in infos]},
         indent=1))
     if not options.no_doc and report.update_doc(block):
         DOC_SVG.write_text(picture)

@@ -18,6 +18,7 @@ HAMMER_NOTES = 100
 # in words that the search never finds, so every search scans every byte.
 LARGE_BODY = "<p>" + "lorem ipsum dolor sit amet " * 2400 + "</p>"
 SMALL_BODY = "<p>" + "a short note of a few words " * 20 + "</p>"
+PEER = "fastapi-users"  # the peer's server (bench/peer_fastapi_users.py, in .venv-peers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ def prepare(ports: dict[str, int], with_postgres: bool) -> Fixture:
         servers.create_notes(port, fixture.values["mixer_token"], 20, SMALL_BODY))
     servers.create_notes(port, fixture.values["hammer_token"], HAMMER_NOTES, LARGE_BODY)
     servers.create_notes(port, fixture.values["victim_token"], 10, SMALL_BODY)
+    if PEER in ports:
+        fixture.values["peer_token"] = servers.peer_token(ports[PEER])
     if with_postgres:
         _, token = servers.account(ports["bastion-pg"], "bench_mixer")
         fixture.values["pg_mixer_token"] = token
@@ -76,6 +79,8 @@ def scenarios(fixture: Fixture, *, with_postgres: bool) -> list[Scenario]:
         Scenario("bastion GET /notes/{id}", "bastion",
                  Load(f"/notes/{v['reader_note']}", reader)),
     ]
+    if "peer_token" in v:
+        found.append(Scenario("fastapi-users GET /me", PEER, Load("/me", fixture.bearer("peer"))))
     found.append(Scenario("mixed 90/10, SQLite", "bastion",
                           _mixed(v["mixer_token"], v["mixer_notes"])))
     if with_postgres:
@@ -91,7 +96,10 @@ def scenarios(fixture: Fixture, *, with_postgres: bool) -> list[Scenario]:
     return found
 
 
-def bastion_servers(data_dir: Path, pg_url: str | None) -> list[servers.Server]:
+def bastion_servers(data_dir: Path, pg_url: str | None,
+                    with_peer: bool = False) -> list[servers.Server]:
+    """bastion (and bastion on PostgreSQL), the bare baselines and, when ``with_peer``, the
+    fastapi-users peer from .venv-peers."""
     env = servers.bastion_env(data_dir)
     found = [
         servers.Server("bare", "bench.apps:bare", env),
@@ -103,4 +111,9 @@ def bastion_servers(data_dir: Path, pg_url: str | None) -> list[servers.Server]:
         pg_dir.mkdir()
         found.append(servers.Server("bastion-pg", "bastion.app:app_from_environment",
                                     servers.bastion_env(pg_dir, pg_url)))
+    if with_peer:
+        found.append(servers.Server(PEER, f"{servers.PEER_MODULE}:app",
+                                    servers.peer_env(data_dir),
+                                    python=str(servers.PEERS_PYTHON),
+                                    module=servers.PEER_MODULE))
     return found

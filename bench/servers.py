@@ -3,6 +3,8 @@ throw-away PostgreSQL pinned to the load generator's, and the accounts and notes
 
 Servers run through ``bastion.server.run_server`` whatever the app, so every app gets the
 same uvicorn (bastion's hardened httptools protocol, one worker) and only the app differs.
+The one exception is the fastapi-users peer, which runs from .venv-peers (no bastion there):
+bench/peer_fastapi_users.py serves it with the same uvicorn, httptools and uvloop.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE = 0
 LOAD_CORE = 1
 PASSWORD = "a long benchmark phrase"
+PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+PEER_MODULE = "bench.peer_fastapi_users"
+PEER_EMAIL = "bench_peer@example.com"
 
 
 def free_port() -> int:
@@ -61,25 +66,64 @@ def migrate(env: Mapping[str, str]) -> None:
     )
 
 
+def peer_unavailable() -> str | None:
+    """Why the fastapi-users peer cannot run (None when it can): .venv-peers missing, or
+    fastapi-users not importable from it."""
+    where = (PEERS_PYTHON.relative_to(ROOT) if PEERS_PYTHON.is_relative_to(ROOT)
+             else PEERS_PYTHON)
+    if not PEERS_PYTHON.exists():
+        return f"{where} not found (`make bench` installs it from bench/peers-requirements.txt)"
+    probe = subprocess.run(
+        [str(PEERS_PYTHON), "-c", f"import {PEER_MODULE}"], cwd=ROOT, capture_output=True,
+        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"{where} cannot import {PEER_MODULE}: {last}"
+    return None
+
+
+def peer_env(data_dir: Path) -> dict[str, str]:
+    """The peer's environment: its own SQLite file (aiosqlite) and its one user."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "BENCH_PEER_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'peer.sqlite3'}",
+            "BENCH_PEER_EMAIL": PEER_EMAIL,
+            "BENCH_PEER_PASSWORD": PASSWORD,
+        }
+    )
+    return env
+
+
 @dataclass
 class Server:
-    """One uvicorn worker on ``SERVER_CORE``; its access log goes to /dev/null."""
+    """One uvicorn worker on ``SERVER_CORE``; its access log goes to /dev/null.
+
+    Served by ``bastion.server.run_server(app_factory=factory)``, or, when ``module`` is set,
+    by ``python -m module --port N`` (a peer in another venv, ``python``, without bastion)."""
 
     name: str
     factory: str
     env: Mapping[str, str]
     python: str = sys.executable
+    module: str | None = None
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
         self.port = free_port()
-        program = (
-            "from bastion.server import run_server; from bastion.config import Settings; "
-            f"run_server(Settings(), app_factory={self.factory!r}, port={self.port})"
-        )
+        if self.module is not None:
+            arguments = ["-m", self.module, "--port", str(self.port)]
+        else:
+            program = (
+                "from bastion.server import run_server; from bastion.config import Settings; "
+                f"run_server(Settings(), app_factory={self.factory!r}, port={self.port})"
+            )
+            arguments = ["-c", program]
         self.process = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CORE), self.python, "-c", program],
+            ["taskset", "-c", str(SERVER_CORE), self.python, *arguments],
             env=dict(self.env), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         return self
@@ -184,6 +228,20 @@ def account(port: int, username: str) -> tuple[str, str]:
     me = _call(port, "GET", "/auth/me", headers={"authorization": f"Bearer {token}"})
     assert isinstance(me, dict)
     return str(me["id"]), token
+
+
+def peer_token(port: int) -> str:
+    """Logs the peer's user in through fastapi-users' ``/auth/jwt/login``; the JWT, checked
+    on ``/me``."""
+    form = f"username={PEER_EMAIL.replace('@', '%40')}&password={PASSWORD.replace(' ', '+')}"
+    reply = _call(port, "POST", "/auth/jwt/login", form.encode(),
+                  {"content-type": "application/x-www-form-urlencoded"})
+    assert isinstance(reply, dict)
+    token = str(reply["access_token"])
+    me = _call(port, "GET", "/me", headers={"authorization": f"Bearer {token}"})
+    assert isinstance(me, dict)
+    assert me["email"] == PEER_EMAIL
+    return token
 
 
 def create_notes(port: int, token: str, count: int, body: str) -> list[str]:
