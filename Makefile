@@ -142,6 +142,6 @@ lock:
 # Removes the venv, tool caches and build output. Deliberately does NOT remove
 # ./.bastion: it holds the user's data (the SQLite database served by `make run`).
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov build dist
+	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov build dist
 	rm -rf src/*.egg-info
 	$(if $(LINT_DIRS),find $(LINT_DIRS) -type d -name __pycache__ -prune -exec rm -rf {} +)
