@@ -5,6 +5,10 @@ Every route declares exactly how it may be reached: ``public()``, ``authenticate
 from starting (``assert_routes_guarded``), so a forgotten check is a start-up failure,
 not an open endpoint. Everything here is ``async def``: a sync dependency would cost a
 threadpool hop per request.
+
+In an app whose routes are ``bastion.routing.PolicyRoute`` (``create_app``'s), the policies
+are not resolved as dependencies at all: the route runs them up front through ``enforce``,
+which keeps their order, counting and answers. Elsewhere FastAPI resolves them as declared.
 """
 
 from __future__ import annotations
