@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 import bastion.app
 from bastion.cli import cli
 from bastion.config import Finding, Settings, insecure_findings
-from bastion.dependencies import public, route_findings
+from bastion.dependencies import public
+from bastion.route_inventory import route_findings
 from tests.conftest import make_settings
 from tests.test_cli import run_bastion
 

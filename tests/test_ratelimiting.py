@@ -15,7 +15,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from bastion.app import create_app
-from bastion.dependencies import public, route_rate_limits
+from bastion.dependencies import public
+from bastion.route_inventory import route_rate_limits
 from bastion.security.passwords import PasswordHasher
 from bastion.security.ratelimits import RateLimit
 from bastion.services import services_of

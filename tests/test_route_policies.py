@@ -23,13 +23,11 @@ from bastion.audit.service import list_events
 from bastion.dependencies import (
     OAUTH2_SCHEME_NAME,
     CurrentPrincipal,
-    UnguardedRoutes,
     authenticated,
     public,
     require,
-    route_policies,
-    unguarded_routes,
 )
+from bastion.route_inventory import UnguardedRoutes, route_policies, unguarded_routes
 from bastion.storage import Database
 from bastion.storage.migrate import upgrade_to_head
 from tests.conftest import FAST_HASHING, make_settings

@@ -23,7 +23,6 @@ from bastion.apidocs.router import mount_docs
 from bastion.authentication import Authenticator
 from bastion.clock import utc_now
 from bastion.config import Settings
-from bastion.dependencies import assert_routes_guarded, declared_rate_limits
 from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
 from bastion.identity.accounts import Accounts
@@ -46,6 +45,7 @@ from bastion.middleware import (
 )
 from bastion.notes.router import router as notes_router
 from bastion.ratelimiting import RateLimiter
+from bastion.route_inventory import assert_routes_guarded, declared_rate_limits
 from bastion.routing import PolicyRoute, guard_routes
 from bastion.security.client_ip import TrustedProxies
 from bastion.security.cursors import CursorCodec

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from bastion.dependencies import route_policies
+from bastion.route_inventory import route_policies
 from bastion.storage.tables import User
 from tests.identity.helpers import NEW_PASSWORD, PASSWORD, bearer, login, register
 

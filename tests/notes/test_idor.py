@@ -16,7 +16,7 @@ import httpx
 from fastapi import FastAPI
 
 from bastion.app import create_app
-from bastion.dependencies import route_policies
+from bastion.route_inventory import route_policies
 from tests.conftest import make_settings
 from tests.notes import (
     Account,

@@ -63,7 +63,7 @@ def _scratch_service_app(settings: Settings) -> Iterator[FastAPI]:
 
 def service_route_findings(settings: Settings) -> list[Finding]:
     """A finding for every route of the service app that declares no policy."""
-    from bastion.dependencies import route_findings
+    from bastion.route_inventory import route_findings
 
     with _scratch_service_app(settings) as app:
         return route_findings(app)
