@@ -9,14 +9,8 @@
 # Python packages (py-spy) come from bench/requirements.txt, installed into .venv by make.
 # Usage: bash scripts/bench-deps.sh   (make bench and make profile run it)
 set -euo pipefail
-
-have_postgresql() {
-    local initdb
-    for initdb in /usr/lib/postgresql/*/bin/initdb; do
-        [[ -x "$initdb" ]] && return 0
-    done
-    command -v initdb >/dev/null 2>&1
-}
+# shellcheck source=scripts/debian-packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debian-packages.sh"
 
 missing_packages() {
     local missing=()
@@ -26,29 +20,4 @@ missing_packages() {
     echo "${missing[@]}"
 }
 
-read -r -a missing <<<"$(missing_packages)"
-if ((${#missing[@]} == 0)); then
-    echo "bench-deps: all present (wrk, taskset, postgresql initdb)"
-    exit 0
-fi
-
-if [[ "$(id -u)" -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    {
-        echo "bench-deps: missing Debian packages: ${missing[*]}"
-        echo "Install them with:"
-        echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}"
-        echo "or run this script as root: sudo bash scripts/bench-deps.sh"
-    } >&2
-    exit 1
-fi
-
-echo "bench-deps: installing ${missing[*]}"
-apt-get update
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-
-read -r -a still_missing <<<"$(missing_packages)"
-if ((${#still_missing[@]} != 0)); then
-    echo "bench-deps: still missing after apt-get install: ${still_missing[*]}" >&2
-    exit 1
-fi
-echo "bench-deps: all present (wrk, taskset, postgresql initdb)"
+ensure_debian_packages bench-deps "wrk, taskset, postgresql initdb"
