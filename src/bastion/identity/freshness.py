@@ -57,16 +57,12 @@ class AccountState:
         )
 
     def locked(self, now: datetime) -> bool:
-        return is_locked(self.locked_until, now)
+        return self.locked_until is not None and self.locked_until > now
 
     def issued_at(self, now: datetime) -> int:
         """The ``iat`` of a token issued now: a role change or disable refuses tokens issued
         before the user's cut-off (the next whole second), so a new token starts there."""
         return max(int(now.timestamp()), self.tokens_revoked_before or 0)
-
-
-def is_locked(locked_until: datetime | None, now: datetime) -> bool:
-    return locked_until is not None and locked_until > now
 
 
 def not_locked(now: datetime) -> ColumnElement[bool]:
