@@ -28,11 +28,14 @@ STATE_KEY = "bastion"
 
 
 class ServicesNotInstalled(RuntimeError):
-    def __init__(self) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        message: str = (
             "bastion's services are not installed on this app: call "
             "bastion.app.install_services(app, services) before serving it"
-        )
+        ),
+    ) -> None:
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,11 @@ class Services:
     @property
     def cursors(self) -> CursorCodec:
         if self.cursor_codec is None:
-            raise ServicesNotInstalled
+            # Installed but not started: the cursor secret is read from the database.
+            raise ServicesNotInstalled(
+                "bastion's services are not started: await bastion.app.start_services(app) "
+                "in the app's lifespan"
+            )
         return self.cursor_codec
 
 
