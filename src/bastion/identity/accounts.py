@@ -19,6 +19,7 @@ from bastion.identity.freshness import (
     AccountState,
     lock_account,
     read_account,
+    verify_unless_locked,
     write_if_unchanged,
 )
 from bastion.identity.lockout import Lockout
@@ -156,11 +157,9 @@ class Accounts:
             seen = await read_account(self.database, User.id == user_id)
             if seen is None or seen.disabled:
                 raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
-            verification: Verification | None = None
-            if seen.locked(self.clock()):
-                await self.hasher.verify_dummy(current_password)
-            else:
-                verification = await self.hasher.verify(current_password, seen.password_hash)
+            verification = await verify_unless_locked(
+                self.hasher, seen, current_password, self.clock()
+            )
             if verification is not None and verification.valid and new_hash is None:
                 problems = _new_password_problems(seen, current_password, new_password)
                 if problems:

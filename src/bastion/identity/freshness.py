@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bastion.security.passwords import PasswordHasher, Verification
 from bastion.storage.database import Database
 from bastion.storage.tables import User
 
@@ -63,6 +64,17 @@ class AccountState:
         """The ``iat`` of a token issued now: a role change or disable refuses tokens issued
         before the user's cut-off (the next whole second), so a new token starts there."""
         return max(int(now.timestamp()), self.tokens_revoked_before or 0)
+
+
+async def verify_unless_locked(
+    hasher: PasswordHasher, seen: AccountState, password: str, now: datetime
+) -> Verification | None:
+    """Step 2 for a password: None when ``seen`` is locked, after a dummy verification, so
+    a lock costs the same work as any refusal and cannot be told apart by time."""
+    if seen.locked(now):
+        await hasher.verify_dummy(password)
+        return None
+    return await hasher.verify(password, seen.password_hash)
 
 
 def not_locked(now: datetime) -> ColumnElement[bool]:

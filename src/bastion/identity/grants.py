@@ -23,6 +23,7 @@ from bastion.identity.freshness import (
     AccountState,
     lock_account,
     read_account,
+    verify_unless_locked,
     write_if_unchanged,
 )
 from bastion.identity.issuance import TokenIssuer
@@ -96,12 +97,7 @@ class Grants:
                     reason="unknown_user",
                 )
                 raise GrantError
-            verification: Verification | None = None
-            if seen.locked(self.clock()):
-                # The same work as any refusal, so a lock cannot be told apart by time.
-                await self.hasher.verify_dummy(password)
-            else:
-                verification = await self.hasher.verify(password, seen.password_hash)
+            verification = await verify_unless_locked(self.hasher, seen, password, self.clock())
             async with self.database.transaction() as session:
                 settled = await self._settle_password_grant(
                     session, seen, verification, requested, audit
