@@ -1,15 +1,22 @@
-"""The async engines and the two ways to run a unit of work.
+"""The async engines and the ways to run a unit of work.
 
 ``Database.transaction()``: every write happens inside one transaction that commits when the
 block ends and rolls back on any error, so nothing is stored half-way. On SQLite it begins
 ``BEGIN IMMEDIATE``, taking the database-wide write lock at once, because a unit of work that
-reads and then writes must not fail half-way with SQLITE_BUSY_SNAPSHOT.
+reads and then writes must not fail half-way with SQLITE_BUSY_SNAPSHOT; the writers of one
+process take turns first come, first served, and a lock held by another process is waited
+for with asynchronous back-off.
 
 ``Database.read()``: a unit of work that only reads must not queue for that lock. On SQLite
 it runs on connections of their own that never begin a transaction (each statement reads
 the latest committed state, as PostgreSQL's READ COMMITTED does; in WAL mode readers wait
 neither for the writer nor for each other) and refuse every write (``PRAGMA query_only``).
 On PostgreSQL it is a ``READ ONLY`` transaction.
+
+``Database.scan()``: ``read()`` for reads whose cost grows with the data (searches); on
+SQLite they run on a few threads instead of the event loop's. ``Database.lookup()``: one
+read-only statement on a handful of rows by key, without a session (the hottest reads).
+How each runs on SQLite is ``bastion.storage.sqlite``'s subject.
 
 A database that does not answer becomes ``StorageUnavailable`` (503) within
 ``database_timeout`` seconds instead of a hang or a 500, for reads and writes alike.
@@ -18,11 +25,11 @@ A database that does not answer becomes ``StorageUnavailable`` (503) within
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Executable, Row, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -34,6 +41,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from bastion.config import Settings
+from bastion.storage import sqlite
 from bastion.storage.files import ensure_private_file
 
 
@@ -50,38 +58,9 @@ def _is_unavailable(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
-def _sqlite_pragmas(timeout: float, *, read_only: bool = False) -> Callable[[Any, Any], None]:
-    busy_timeout_ms = int(timeout * 1000)
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # The driver's implicit BEGIN is replaced by BEGIN IMMEDIATE (see _begin_immediate)
-        # on the writer's connections, and by nothing at all on the reader's.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        if read_only:
-            cursor.execute("PRAGMA query_only=ON")
-        cursor.close()
-
-    return on_connect
-
-
-def _begin_immediate(connection: Any) -> None:
-    """SQLite transactions take the write lock when they begin. A deferred transaction that
-    reads and then writes fails at once (SQLITE_BUSY_SNAPSHOT, no waiting) if another
-    connection wrote in between; an immediate one waits its turn under busy_timeout."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
-    backend = make_url(url).get_backend_name()
-    if backend == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": timeout})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(timeout))
-        event.listen(engine.sync_engine, "begin", _begin_immediate)
-        return engine
+    if make_url(url).get_backend_name() == "sqlite":
+        return sqlite.writer_engine(url, timeout=timeout)
     return create_async_engine(
         url,
         pool_pre_ping=True,
@@ -90,33 +69,17 @@ def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
     )
 
 
-def _in_memory(url: str) -> bool:
-    return make_url(url).database in (None, "", ":memory:")
-
-
-def create_reader_for(writer: AsyncEngine, *, timeout: float) -> AsyncEngine:
+def create_reader_for(writer: AsyncEngine, *, timeout: float, scans: bool = False) -> AsyncEngine:
     """The engine of read-only units of work, beside ``writer``.
 
     SQLite: a pool of its own, whose connections refuse writes and never begin a
-    transaction, so they never take or wait for the write lock (an in-memory database is
-    private to one connection pool, so there the writer reads too). PostgreSQL: the
-    writer's pool, each transaction begun ``READ ONLY``.
+    transaction, so they never take or wait for the write lock; inline unless ``scans``
+    (see ``storage.sqlite``). PostgreSQL: the writer's pool, each transaction begun
+    ``READ ONLY``.
     """
-    url = writer.url.render_as_string(hide_password=False)
     if writer.url.get_backend_name() != "sqlite":
         return writer.execution_options(postgresql_readonly=True)
-    if _in_memory(url):
-        return writer
-    # Autocommit, never a transaction: ending one would only cost a needless round trip
-    # through aiosqlite's thread (skip_autocommit_rollback spares it on every release).
-    reader = create_async_engine(
-        url,
-        connect_args={"timeout": timeout},
-        isolation_level="AUTOCOMMIT",
-        skip_autocommit_rollback=True,
-    )
-    event.listen(reader.sync_engine, "connect", _sqlite_pragmas(timeout, read_only=True))
-    return reader
+    return sqlite.reader_engine(writer, inline=not scans, timeout=timeout)
 
 
 def _consume_outcome(probe: asyncio.Future[None]) -> None:
@@ -126,15 +89,22 @@ def _consume_outcome(probe: asyncio.Future[None]) -> None:
 
 
 class Database:
-    def __init__(
-        self, engine: AsyncEngine, *, timeout: float, reader: AsyncEngine | None = None
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
         self.engine = engine
-        self.reader = reader if reader is not None else create_reader_for(engine, timeout=timeout)
+        self.reader = create_reader_for(engine, timeout=timeout)
+        self.scanner = create_reader_for(engine, timeout=timeout, scans=True)
+        url = engine.url.render_as_string(hide_password=False)
+        self._point_reads = (
+            sqlite.PointReads(str(engine.url.database))
+            if self.backend == "sqlite" and not sqlite.is_in_memory(url)
+            else None
+        )
         self.timeout = timeout
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
+        self._scan_sessions = async_sessionmaker(self.scanner, expire_on_commit=False)
         self._probes: set[asyncio.Future[None]] = set()
+        self._sqlite = self.backend == "sqlite"
         # SQLite has one write lock for the whole file. Writers of this process queue here,
         # first come first served, instead of in SQLite's busy handler, whose sleeps grow to
         # 100 ms and let a waiting writer lose to newcomers again and again (seconds-long
@@ -160,12 +130,44 @@ class Database:
         On SQLite it holds the write lock from its first statement to its end."""
         async with self._write_turn():
             try:
-                async with self._sessions() as session, session.begin():
-                    yield session
+                async with AsyncExitStack() as stack:
+                    yield await self._begun(stack)
             except Exception as error:
                 if _is_unavailable(error):
                     raise StorageUnavailable from error
                 raise
+
+    async def _begun(self, stack: AsyncExitStack) -> AsyncSession:
+        """A session whose transaction has begun, entered on ``stack``. On SQLite the begin
+        takes the write lock, at once: while another process holds it, the wait is an
+        asynchronous back-off here (up to the timeout), never a wait inside SQLite on the
+        loop's thread. Elsewhere the connection is taken when first used, so that the unit
+        of work may still choose its execution options (e.g. an isolation level)."""
+        if not self._sqlite:
+            session = await stack.enter_async_context(self._session(self._sessions))
+            await stack.enter_async_context(session.begin())
+            return session
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        pause = 0.001
+        while True:
+            attempt = AsyncExitStack()
+            session = await attempt.enter_async_context(self._session(self._sessions))
+            await attempt.enter_async_context(session.begin())
+            try:
+                await session.connection()
+            except OperationalError as error:
+                await attempt.aclose()
+                if not sqlite.write_locked_elsewhere(error) or loop.time() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
+                continue
+            except BaseException:
+                await attempt.aclose()
+                raise
+            stack.push_async_exit(attempt)
+            return session
 
     @asynccontextmanager
     async def _write_turn(self) -> AsyncIterator[None]:
@@ -184,18 +186,63 @@ class Database:
             self._writers.release()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
+    async def _session(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> AsyncIterator[AsyncSession]:
+        """A session, closed at the end. ``AsyncSession``'s own ``async with`` closes it in a
+        shielded task (so a cancelled request still returns its connection): three turns of
+        the event loop, each milliseconds long under load, spent while a writer holds
+        SQLite's write lock. On SQLite the close runs inline and cannot be interrupted, so
+        it is awaited directly."""
+        if not self._sqlite:
+            async with sessions() as session:
+                yield session
+            return
+        session = sessions()
+        try:
+            yield session
+        finally:
+            await session.close()
+
+    def read(self) -> AbstractAsyncContextManager[AsyncSession]:
         """One unit of work that only reads: never takes SQLite's write lock, and any write
         in it fails (SQLite ``query_only``, PostgreSQL ``READ ONLY``). A unit of work that
-        reads and then decides to write belongs in ``transaction()``.
+        reads and then decides to write belongs in ``transaction()``; a single statement
+        on a few rows by key is cheaper as ``lookup()``."""
+        return self._read_only(self._read_sessions)
 
-        For the hottest reads, ``await session.connection()`` runs Core statements without
-        the ORM's identity map and unit of work."""
+    def scan(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """``read()`` for reads whose cost grows with the data (a search): on SQLite its
+        statements run on a thread, so one user's long scan does not stall the loop."""
+        return self._read_only(self._scan_sessions)
+
+    @asynccontextmanager
+    async def _read_only(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> AsyncIterator[AsyncSession]:
         try:
             # No commit: there is nothing to commit. Closing the session ends PostgreSQL's
             # READ ONLY transaction; on SQLite there is none to end.
-            async with self._read_sessions() as session:
+            async with self._session(sessions) as session:
                 yield session
+        except Exception as error:
+            if _is_unavailable(error):
+                raise StorageUnavailable from error
+            raise
+
+    async def lookup(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """The rows of one read-only statement that reads a handful of rows by key (the
+        hottest reads: the signed-in user, one note). On a SQLite file it runs at once on
+        this thread, without a session (``storage.sqlite.PointReads``); elsewhere it is a
+        ``read()`` of one statement."""
+        try:
+            if self._point_reads is not None:
+                return self._point_reads.fetch(statement, parameters)
+            async with self.read() as session:
+                connection = await session.connection()
+                return (await connection.execute(statement, parameters)).all()
         except Exception as error:
             if _is_unavailable(error):
                 raise StorageUnavailable from error
@@ -223,12 +270,18 @@ class Database:
         raise error
 
     async def _select_one(self) -> None:
-        async with asyncio.timeout(self.timeout * 3), self.engine.connect() as connection:
+        # The reader: on SQLite the writer's connection would begin by taking the write lock.
+        async with asyncio.timeout(self.timeout * 3), self.reader.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         for probe in list(self._probes):
             probe.cancel()
-        if self.reader.sync_engine.pool is not self.engine.sync_engine.pool:
-            await self.reader.dispose()
+        if self._point_reads is not None:
+            self._point_reads.dispose()
+        pools = {id(self.engine.sync_engine.pool)}
+        for extra in (self.reader, self.scanner):
+            if id(extra.sync_engine.pool) not in pools:
+                pools.add(id(extra.sync_engine.pool))
+                await extra.dispose()
         await self.engine.dispose()
