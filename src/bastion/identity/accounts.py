@@ -125,15 +125,14 @@ class Accounts:
         )
         return user
 
-    async def current_user(self, session: AsyncSession, principal: Principal) -> UserPublic:
+    async def current_user(self, principal: Principal) -> UserPublic:
         """The signed-in account as ``UserPublic``; 401 once it is gone or disabled.
 
-        The hottest read of the service: one prebuilt Core statement on the session's
-        connection, so neither the ORM's identity map nor a statement cache key is built
-        per request (``session`` is a read-only unit of work, ``Database.read()``)."""
-        connection = await session.connection()
-        result = await connection.execute(_CURRENT_USER, {"user_id": uuid.UUID(principal.user_id)})
-        row = result.first()
+        The hottest read of the service: one prebuilt Core statement, a point read
+        (``Database.lookup``), so neither a session nor the ORM's identity map is built
+        per request."""
+        rows = await self.database.lookup(_CURRENT_USER, {"user_id": uuid.UUID(principal.user_id)})
+        row = rows[0] if rows else None
         if row is None or row.disabled:
             raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
         return UserPublic.model_validate(row)

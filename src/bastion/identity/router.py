@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from bastion.audit.context import AuditContext
 from bastion.clock import utc_now
-from bastion.dependencies import CurrentPrincipal, DbReader, DbSession, authenticated, public
+from bastion.dependencies import CurrentPrincipal, DbSession, authenticated, public
 from bastion.identity.grants import GrantError
 from bastion.identity.schemas import (
     JsonWebKeySet,
@@ -166,9 +166,9 @@ async def logout(principal: CurrentPrincipal, request: Request, session: DbSessi
 
 
 @router.get("/auth/me", responses={401: {}})
-async def me(principal: CurrentPrincipal, request: Request, session: DbReader) -> UserPublic:
+async def me(principal: CurrentPrincipal, request: Request) -> UserPublic:
     """The signed-in account; a read that never waits for a writer."""
-    return await services_of(request.app).accounts.current_user(session, principal)
+    return await services_of(request.app).accounts.current_user(principal)
 
 
 @router.post(

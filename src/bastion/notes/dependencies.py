@@ -19,7 +19,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
-from bastion.dependencies import DbReader, DbSession, audit_denial, require
+from bastion.dependencies import AppDatabase, DbSession, audit_denial, require
 from bastion.errors import InsufficientScope, NotFound
 from bastion.notes.visibility import (
     READ_ALL,
@@ -49,10 +49,10 @@ def _parse_id(note_id: str) -> uuid.UUID:
 
 
 async def _visible_note(
-    note_id: NoteId, principal: NotesReader, session: DbReader
+    note_id: NoteId, principal: NotesReader, database: AppDatabase
 ) -> SharedNote:
     note = await find_visible_note(
-        session, note_id=_parse_id(note_id), viewer=Viewer.of(principal)
+        database, note_id=_parse_id(note_id), viewer=Viewer.of(principal)
     )
     if note is None:
         raise NotFound(NOTE_NOT_FOUND)

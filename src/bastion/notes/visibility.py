@@ -2,7 +2,7 @@
 
 Notes are only ever loaded through ``find_visible_note`` or ``find_owned_note`` (by the
 dependencies in ``bastion.notes.dependencies``), and listings apply the same rule in SQL
-(``visible_to``), so a route never holds a note its caller may not see.
+(``visible_to_viewer``), so a route never holds a note its caller may not see.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, or_, sel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.security.principal import Principal
+from bastion.storage import Database
 from bastion.storage.tables import Note, NoteShare, User
 
 READ_ALL = "notes:read_all"
@@ -37,9 +38,10 @@ def _owned_or_shared(viewer_id: uuid.UUID | BindParameter[uuid.UUID]) -> ColumnE
     return or_(Note.owner_id == viewer_id, Note.id.in_(shared_with_viewer))
 
 
-def visible_to(viewer: Viewer) -> ColumnElement[bool]:
-    """The notes ``viewer`` owns or that are shared with them, as a SQL condition."""
-    return _owned_or_shared(viewer.user_id)
+def visible_to_viewer() -> ColumnElement[bool]:
+    """The notes the user bound as ``viewer_id`` owns or that are shared with them, as a SQL
+    condition (statements are built once; the viewer is a parameter)."""
+    return _owned_or_shared(bindparam("viewer_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ class SharedNote:
 def _note_with_sharees(*, read_all: bool) -> Select[tuple[object, ...]]:
     """One row per share of the note (one with NULL sharee when it has none): the note and
     its shares in one query. Built once, with bound parameters, so no request builds a
-    statement or its cache key. The join uses aliases, so ``visible_to``'s subquery on
+    statement or its cache key. The join uses aliases, so ``visible_to_viewer``'s subquery on
     ``note_shares`` is not correlated with it."""
     notes = Note.__table__.c
     share = NoteShare.__table__.alias("share")
@@ -92,17 +94,14 @@ _ANY_NOTE = _note_with_sharees(read_all=True)
 
 
 async def find_visible_note(
-    session: AsyncSession, *, note_id: uuid.UUID, viewer: Viewer
+    database: Database, *, note_id: uuid.UUID, viewer: Viewer
 ) -> SharedNote | None:
     """The note when ``viewer`` owns it, it is shared with them, or their token carries
     notes:read_all (an administrator may read any note by id, as they may list them all).
 
-    Core on the session's connection: a read needs no identity map or unit of work."""
-    connection = await session.connection()
+    A point read (``Database.lookup``): no session, identity map or unit of work."""
     statement = _ANY_NOTE if viewer.read_all else _VISIBLE_NOTE
-    rows = (
-        await connection.execute(statement, {"note_id": note_id, "viewer_id": viewer.user_id})
-    ).all()
+    rows = await database.lookup(statement, {"note_id": note_id, "viewer_id": viewer.user_id})
     if not rows:
         return None
     note = rows[0]
