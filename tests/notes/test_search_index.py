@@ -15,9 +15,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from bastion.app import create_app
-from bastion.notes.listing import _listing
-from bastion.notes.search import as_stored_html_text
-from bastion.notes.visibility import Viewer
+from bastion.notes.listing import _scanned
+from bastion.notes.search import as_stored_html_text, search_parameters
 from bastion.storage.migrate import upgrade_to_head
 from bastion.storage.tables import NOTE_TRIGRAM_INDEXES
 from tests.conftest import FAST_HASHING, make_settings
@@ -105,8 +104,9 @@ async def test_tricky_queries_answer_alike_on_both_backends_and_as_python(
 
 
 def _plan_statement(q: str) -> Any:
-    viewer = Viewer(user_id=uuid.uuid4(), read_all=False)
-    return _listing(viewer=viewer, all_notes=False, q=q, after=None).limit(21)
+    parameters, indexed = search_parameters(q)
+    statement = _scanned(all_notes=False, indexed=indexed, after=False)
+    return statement.params(viewer_id=uuid.uuid4(), limit=21, **parameters)
 
 
 async def test_search_uses_the_index(app: FastAPI, client: httpx.AsyncClient) -> None:

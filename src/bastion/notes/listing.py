@@ -4,22 +4,34 @@ Pages are ordered ``(created_at DESC, id DESC)`` and continue from a keyset posi
 an offset; the position travels in a signed cursor (``CursorCodec``) whose purpose names the
 caller and the listing, so a cursor of one listing is refused by another. Listing applies
 the visibility rule in SQL, and ``q`` searches as ``bastion.notes.search`` says.
+
+The everyday listing (the caller's own notes and those shared with them, no ``q``) is the
+hot path: prebuilt Core statements, run as point reads (``Database.lookup``), whose cost
+follows the page, not the caller's data. The page's keys come first: the caller's newest
+notes straight from the ``(owner_id, created_at)`` index, united with the notes shared with
+them (a sort of their keys alone, never of bodies); then the page's rows by id, then their
+shares. A search or ``all=true`` may visit many rows: it runs as one ``Database.scan()``,
+which on SQLite keeps it off the event loop's thread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
 import orjson
-from sqlalchemy import ColumnElement, Select, and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Integer, Row, Select, and_, bindparam, or_, select, union
 
 from bastion.errors import Forbidden
 from bastion.notes.schemas import NotePublic
-from bastion.notes.search import search_condition
-from bastion.notes.views import note_views
-from bastion.notes.visibility import Viewer, visible_to
+from bastion.notes.search import search_condition, search_parameters
+from bastion.notes.views import NoteFields, shared_views
+from bastion.notes.visibility import Viewer, visible_to_viewer
 from bastion.pagination import TimeIdPosition, decode_cursor, read_time_id, time_id_values
 from bastion.security.cursors import CursorCodec
-from bastion.storage.tables import Note
+from bastion.storage import Database
+from bastion.storage.tables import Note, NoteShare
 
 INVALID_CURSOR_DETAIL = "The cursor is not valid for this listing."
 
@@ -43,28 +55,108 @@ def decode_position(codec: CursorCodec, purpose: str, cursor: str) -> Position:
     return decode_cursor(codec, purpose, cursor, read_time_id, detail=INVALID_CURSOR_DETAIL)
 
 
-def _after(position: Position) -> ColumnElement[bool]:
-    created_at, note_id = position
-    return or_(
-        Note.created_at < created_at, and_(Note.created_at == created_at, Note.id < note_id)
+_notes = Note.__table__.c
+_FIELDS = (
+    _notes.id,
+    _notes.owner_id,
+    _notes.title,
+    _notes.body,
+    _notes.created_at,
+    _notes.updated_at,
+)
+_NEWEST_FIRST = (_notes.created_at.desc(), _notes.id.desc())
+
+
+def _after_bound() -> ColumnElement[bool]:
+    """After the position; the leading ``<=`` lets the index seek to it instead of walking
+    every newer note."""
+    return and_(
+        _notes.created_at <= bindparam("after_created_at"),
+        or_(
+            _notes.created_at < bindparam("after_created_at"),
+            and_(
+                _notes.created_at == bindparam("after_created_at"),
+                _notes.id < bindparam("after_id"),
+            ),
+        ),
     )
 
 
-def _listing(
-    *, viewer: Viewer, all_notes: bool, q: str | None, after: Position | None
-) -> Select[Note]:
-    statement = select(Note)
-    if not all_notes:
-        statement = statement.where(visible_to(viewer))
-    if q:
-        statement = statement.where(search_condition(q))
+def _own_and_shared(*, after: bool) -> Select[tuple[Any, ...]]:
+    """One page (``limit`` rows) of the viewer's own notes and those shared with them: the
+    page's ids from the keys alone, then those notes' rows."""
+    share = NoteShare.__table__.c
+    owned = select(_notes.id, _notes.created_at).where(_notes.owner_id == bindparam("viewer_id"))
+    shared = (
+        select(_notes.id, _notes.created_at)
+        .join(NoteShare.__table__, share.note_id == _notes.id)
+        .where(share.user_id == bindparam("viewer_id"))
+    )
+    if after:
+        owned, shared = owned.where(_after_bound()), shared.where(_after_bound())
+    parts = [
+        select(part.order_by(*_NEWEST_FIRST).limit(bindparam("limit", type_=Integer())).subquery())
+        for part in (owned, shared)
+    ]
+    keys = union(*parts).subquery()
+    page = (
+        select(keys.c.id)
+        .order_by(keys.c.created_at.desc(), keys.c.id.desc())
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    return select(*_FIELDS).where(_notes.id.in_(page)).order_by(*_NEWEST_FIRST)
+
+
+_OWN_AND_SHARED = {after: _own_and_shared(after=after) for after in (False, True)}
+
+
+async def _own_and_shared_page(
+    database: Database, *, viewer: Viewer, limit: int, after: Position | None
+) -> Sequence[Row[Any]]:
+    parameters: dict[str, Any] = {"viewer_id": viewer.user_id, "limit": limit}
     if after is not None:
-        statement = statement.where(_after(after))
-    return statement.order_by(Note.created_at.desc(), Note.id.desc())
+        parameters["after_created_at"], parameters["after_id"] = after
+    return await database.lookup(_OWN_AND_SHARED[after is not None], parameters)
+
+
+@cache
+def _scanned(*, all_notes: bool, indexed: bool | None, after: bool) -> Select[tuple[Any, ...]]:
+    """A page of a search (``indexed`` says how, None: no search) or of every note, as a
+    statement built once per shape; ``q`` and the rest travel as bound parameters."""
+    statement = select(*_FIELDS)
+    if not all_notes:
+        statement = statement.where(visible_to_viewer())
+    if indexed is not None:
+        statement = statement.where(search_condition(indexed=indexed))
+    if after:
+        statement = statement.where(_after_bound())
+    return statement.order_by(*_NEWEST_FIRST).limit(bindparam("limit", type_=Integer()))
+
+
+async def _scanned_page(
+    database: Database,
+    *,
+    viewer: Viewer,
+    all_notes: bool,
+    q: str | None,
+    limit: int,
+    after: Position | None,
+) -> Sequence[Row[Any]]:
+    parameters: dict[str, Any] = {"viewer_id": viewer.user_id, "limit": limit}
+    indexed: bool | None = None
+    if q:
+        search, indexed = search_parameters(q)
+        parameters |= search
+    if after is not None:
+        parameters["after_created_at"], parameters["after_id"] = after
+    statement = _scanned(all_notes=all_notes, indexed=indexed, after=after is not None)
+    async with database.scan() as session:
+        rows: Sequence[Row[Any]] = (await session.execute(statement, parameters)).all()
+    return rows
 
 
 async def list_notes(
-    session: AsyncSession,
+    database: Database,
     *,
     viewer: Viewer,
     all_notes: bool = False,
@@ -74,14 +166,18 @@ async def list_notes(
 ) -> tuple[list[NotePublic], Position | None]:
     """One page of the caller's notes and those shared with them (every note with
     ``all_notes``, which needs notes:read_all), newest first, and the position to continue
-    from (None on the last page). Two queries: the page, and the shares of its notes."""
+    from (None on the last page)."""
     if all_notes and not viewer.read_all:
         raise Forbidden
-    statement = _listing(viewer=viewer, all_notes=all_notes, q=q, after=after)
     # One row more than asked tells whether another page exists, without counting.
-    notes = list((await session.scalars(statement.limit(limit + 1))).all())
-    more = len(notes) > limit
-    notes = notes[:limit]
-    views = await note_views(session, notes=notes, viewer=viewer)
+    if all_notes or q:
+        rows = await _scanned_page(
+            database, viewer=viewer, all_notes=all_notes, q=q, limit=limit + 1, after=after
+        )
+    else:
+        rows = await _own_and_shared_page(database, viewer=viewer, limit=limit + 1, after=after)
+    more = len(rows) > limit
+    notes: Sequence[NoteFields] = rows[:limit]
+    views = await shared_views(database, notes=notes, viewer=viewer)
     last = notes[-1] if more else None
     return views, (last.created_at, last.id) if last is not None else None

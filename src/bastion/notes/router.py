@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from bastion.dependencies import DbReader, DbSession, require
+from bastion.dependencies import AppDatabase, DbSession, require
 from bastion.notes import listing, service
 from bastion.notes.dependencies import (
     AllNotes,
@@ -68,7 +68,7 @@ async def create_note(
 async def list_notes(
     principal: NotesReader,
     all_notes: AllNotes,
-    session: DbReader,
+    database: AppDatabase,
     cursors: Cursors,
     q: Annotated[
         SearchText | None,
@@ -86,7 +86,7 @@ async def list_notes(
     purpose = listing.listing_purpose(viewer=viewer, all_notes=all_notes, q=q)
     after = listing.decode_position(cursors, purpose, cursor) if cursor else None
     items, last = await listing.list_notes(
-        session, viewer=viewer, all_notes=all_notes, q=q, limit=limit, after=after
+        database, viewer=viewer, all_notes=all_notes, q=q, limit=limit, after=after
     )
     next_cursor = listing.encode_position(cursors, purpose, last) if last else None
     return Page[NotePublic](items=items, next_cursor=next_cursor)

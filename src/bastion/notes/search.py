@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     Text,
     and_,
+    bindparam,
     column,
     literal_column,
     or_,
@@ -101,17 +102,17 @@ def fts_phrase(text: str) -> str:
 
 
 class IndexedCandidates(ColumnElement[bool]):
-    """True for the notes the SQLite FTS5 trigram table finds ``title`` in the title or
-    ``body`` in the body (both already ASCII-folded); plain ``true`` on other backends,
-    whose LIKE uses its own index. Never the whole condition: only a pre-filter."""
+    """True for the notes the SQLite FTS5 trigram table finds by the bound ``fts_query``
+    (``fts_query(...)``: the ASCII-folded title text in titles or body text in bodies);
+    plain ``true`` on other backends, whose LIKE uses its own index. Never the whole
+    condition: only a pre-filter. The query is a bound parameter, so the statement is
+    compiled once and cached, not per search."""
 
     type = Boolean()
     _is_implicitly_boolean = True  # a condition already: no "= 1" appended on SQLite
-    inherit_cache = False  # the text is rendered as a fresh bound parameter every time
-
-    def __init__(self, *, title: str, body: str) -> None:
-        self.title = title
-        self.body = body
+    # No state of its own (the query is a bound parameter), so one cache key for all.
+    _traverse_internals = []  # noqa: RUF012 (SQLAlchemy reads it from the class)
+    inherit_cache = True
 
 
 @compiles(IndexedCandidates)
@@ -120,25 +121,40 @@ def _candidates_default(_element: IndexedCandidates, compiler: SQLCompiler, **kw
 
 
 @compiles(IndexedCandidates, "sqlite")
-def _candidates_sqlite(element: IndexedCandidates, compiler: SQLCompiler, **kw: Any) -> str:
-    query = f"title : {fts_phrase(element.title)} OR body : {fts_phrase(element.body)}"
+def _candidates_sqlite(_element: IndexedCandidates, compiler: SQLCompiler, **kw: Any) -> str:
     # "notes_search MATCH :query": the table's name stands for all its columns.
     hits = (
         select(_keys.c.note_id)
         .join(_fts, _fts.c.rowid == _keys.c.id)
-        .where(literal_column(SQLITE_SEARCH_TABLE).match(query))
+        .where(literal_column(SQLITE_SEARCH_TABLE).match(bindparam("fts_query", type_=Text())))
     )
     return compiler.process(Note.id.in_(hits), **kw)
 
 
-def search_condition(q: str) -> ColumnElement[bool]:
+def fts_query(*, title: str, body: str) -> str:
+    return f"title : {fts_phrase(title)} OR body : {fts_phrase(body)}"
+
+
+def search_condition(*, indexed: bool) -> ColumnElement[bool]:
+    """The search as a condition on bound parameters (``search_parameters``), built once:
+    ``indexed`` when the text is long enough for the trigram index."""
+    matches = or_(
+        AsciiLower(Note.title).like(bindparam("title_pattern", type_=Text()), escape=LIKE_ESCAPE),
+        AsciiLower(Note.body).like(bindparam("body_pattern", type_=Text()), escape=LIKE_ESCAPE),
+    )
+    return and_(IndexedCandidates(), matches) if indexed else matches
+
+
+def search_parameters(q: str) -> tuple[dict[str, str], bool]:
+    """The bound values of ``search_condition`` for ``q``, and whether it is ``indexed``."""
     title_text = q.translate(_ASCII_LOWER)
     body_text = as_stored_html_text(q).translate(_ASCII_LOWER)
-    matches = or_(
-        AsciiLower(Note.title).like(like_contains(title_text), escape=LIKE_ESCAPE),
-        AsciiLower(Note.body).like(like_contains(body_text), escape=LIKE_ESCAPE),
-    )
+    parameters = {
+        "title_pattern": like_contains(title_text),
+        "body_pattern": like_contains(body_text),
+    }
     # The body text is never shorter than the title text (escaping only lengthens it).
     if len(title_text) < TRIGRAM:
-        return matches
-    return and_(IndexedCandidates(title=title_text, body=body_text), matches)
+        return parameters, False
+    parameters["fts_query"] = fts_query(title=title_text, body=body_text)
+    return parameters, True
