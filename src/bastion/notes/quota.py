@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.config import Settings
@@ -43,18 +43,21 @@ def stored_size(title: str, body: str) -> int:
     return len(title.encode()) + len(body.encode())
 
 
+_LOCK_OWNER = (
+    select(User.id).where(User.id == bindparam("owner_id")).with_for_update(key_share=True)
+)
+_USAGE = select(func.count(), func.coalesce(func.sum(Note.size_bytes), 0)).where(
+    Note.owner_id == bindparam("owner_id")
+)
+
+
 async def _usage(session: AsyncSession, owner_id: uuid.UUID) -> tuple[int, int]:
-    """Locks the owner's writers out, then counts the owner's notes and their bytes."""
-    await session.execute(
-        select(User.id).where(User.id == owner_id).with_for_update(key_share=True)
-    )
-    count, used = (
-        await session.execute(
-            select(func.count(), func.coalesce(func.sum(Note.size_bytes), 0)).where(
-                Note.owner_id == owner_id
-            )
-        )
-    ).one()
+    """Locks the owner's writers out, then counts the owner's notes and their bytes (two
+    prebuilt Core statements on the unit of work's connection: every note write runs
+    them)."""
+    connection = await session.connection()
+    await connection.execute(_LOCK_OWNER, {"owner_id": owner_id})
+    count, used = (await connection.execute(_USAGE, {"owner_id": owner_id})).one()
     return int(count), int(used)
 
 

@@ -22,7 +22,7 @@ from bastion.clock import utc_now
 from bastion.errors import InvalidFields
 from bastion.notes.quota import NoteQuota, check_growth, check_new_note, stored_size
 from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate
-from bastion.notes.views import note_view
+from bastion.notes.views import note_view, view_of
 from bastion.notes.visibility import Viewer
 from bastion.storage.tables import Note, NoteShare, User
 
@@ -49,7 +49,7 @@ async def create_note(
     )
     session.add(note)
     await session.flush()
-    return await note_view(session, note=note, viewer=owner)
+    return view_of(note, (), owner)  # a new note is shared with nobody yet
 
 
 async def update_note(

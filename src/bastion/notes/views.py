@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,39 +59,43 @@ def view_of(note: NoteFields, sharees: Iterable[Sharee], viewer: Viewer) -> Note
     )
 
 
-async def note_views(
-    session: AsyncSession, *, notes: Sequence[NoteFields], viewer: Viewer
-) -> list[NotePublic]:
-    """The public form of ``notes``, with one query for all their shares (never N+1)."""
-    sharees: dict[uuid.UUID, list[Sharee]] = defaultdict(list)
-    if notes:
-        rows = await session.execute(
-            select(NoteShare.note_id, User.id, User.username)
-            .join(User, User.id == NoteShare.user_id)
-            .where(NoteShare.note_id.in_([note.id for note in notes]))
-        )
-        for note_id, user_id, username in rows:
-            sharees[note_id].append((user_id, username))
-    return [view_of(note, sharees[note.id], viewer) for note in notes]
-
-
 _SHARES_OF = (
     select(NoteShare.note_id, User.id, User.username)
     .join(User, User.id == NoteShare.user_id)
     .where(NoteShare.note_id.in_(bindparam("note_ids", expanding=True)))
 )
+"""The users the notes bound as ``note_ids`` are shared with: one prebuilt Core query for a
+whole page (never one per note)."""
+
+
+def _views(
+    notes: Sequence[NoteFields], shares: Iterable[Any], viewer: Viewer
+) -> list[NotePublic]:
+    sharees: dict[uuid.UUID, list[Sharee]] = defaultdict(list)
+    for row in shares:
+        sharees[row.note_id].append((row.id, row.username))
+    return [view_of(note, sharees[note.id], viewer) for note in notes]
+
+
+async def note_views(
+    session: AsyncSession, *, notes: Sequence[NoteFields], viewer: Viewer
+) -> list[NotePublic]:
+    """The public form of ``notes``, inside the unit of work of ``session``."""
+    if not notes:
+        return []
+    connection = await session.connection()
+    shares = await connection.execute(_SHARES_OF, {"note_ids": [note.id for note in notes]})
+    return _views(notes, shares, viewer)
 
 
 async def shared_views(
     database: Database, *, notes: Sequence[NoteFields], viewer: Viewer
 ) -> list[NotePublic]:
     """``note_views`` outside a unit of work: one point read for the shares of a page."""
-    sharees: dict[uuid.UUID, list[Sharee]] = defaultdict(list)
-    if notes:
-        rows = await database.lookup(_SHARES_OF, {"note_ids": [note.id for note in notes]})
-        for row in rows:
-            sharees[row.note_id].append((row.id, row.username))
-    return [view_of(note, sharees[note.id], viewer) for note in notes]
+    if not notes:
+        return []
+    shares = await database.lookup(_SHARES_OF, {"note_ids": [note.id for note in notes]})
+    return _views(notes, shares, viewer)
 
 
 async def note_view(session: AsyncSession, *, note: NoteFields, viewer: Viewer) -> NotePublic:
