@@ -9,9 +9,11 @@ the final status. The Host is checked before the redirect builds a URL from it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import gc
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.middleware import Middleware
@@ -233,4 +235,24 @@ def app_from_environment() -> FastAPI:
     """The uvicorn factory: each worker process reads the environment and sets up logging."""
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    app.router.lifespan_context = _freezing_after_start(app.router.lifespan_context)
+    return app
+
+
+_Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+def _freezing_after_start(lifespan: _Lifespan) -> _Lifespan:
+    """What a served worker builds at start (routes, services, compiled statements) lives
+    as long as the process: ``gc.freeze()`` spares every full collection from walking it
+    again (one took 138 ms under the bench's mixed load). Only for the served process: an
+    app that is built and dropped, as in tests, would keep its objects for good."""
+
+    @asynccontextmanager
+    async def started_then_frozen(app: Any) -> AsyncIterator[Any]:
+        async with lifespan(app) as state:
+            gc.freeze()
+            yield state
+
+    return started_then_frozen
