@@ -121,3 +121,23 @@ async def test_a_lying_content_length_does_not_help() -> None:
     }
     await wrapped(scope, receive, send)  # type: ignore[arg-type]
     assert sent[0]["status"] == 413
+
+
+async def test_a_chunked_body_on_a_get_is_counted_too() -> None:
+    """Only a request that can carry no body (no length, or 0, and not chunked) skips the
+    count; a GET with a chunked body does not."""
+
+    async def reads_everything(scope: Scope, receive: Receive, send: Send) -> None:
+        body = await Request(scope, receive).body()
+        await PlainTextResponse(str(len(body)))(scope, receive, send)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"y" * CHUNK
+
+    async with _client(reads_everything) as client:
+        response = await client.request("GET", "/", content=chunks())
+        empty = await client.get("/")
+    assert_413_problem(response)
+    assert empty.status_code == 200
+    assert empty.text == "0"

@@ -24,14 +24,27 @@ class RequestBodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=TOO_LARGE_DETAIL)
 
 
+_NO_BODY = -1
+
+
 def _declared_length(scope: Scope) -> int | None:
+    """The declared ``Content-Length``; ``_NO_BODY`` when the request can carry none (no
+    length, or 0, and no ``Transfer-Encoding``); None when it may carry one of unknown size."""
+    length: int | None = None
+    chunked = False
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
                 return None
-    return None
+        elif name == b"transfer-encoding":
+            chunked = True
+    if chunked:
+        return None
+    if not length:
+        return _NO_BODY
+    return length
 
 
 class BodyLimitMiddleware:
@@ -45,6 +58,10 @@ class BodyLimitMiddleware:
             return
 
         declared = _declared_length(scope)
+        if declared == _NO_BODY:
+            # Nothing to count (most GETs): no wrappers on the hot path.
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared > self.max_body_bytes:
             await send_problem(send, 413, TOO_LARGE_DETAIL, request_id_of(scope))
             return
