@@ -56,6 +56,11 @@ async def _read(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def _scan(request: Request) -> AsyncIterator[AsyncSession]:
+    async with services_of(request.app).database.scan() as session:
+        yield session
+
+
 class BearerToken(OAuth2):
     """Resolves ``Authorization: Bearer`` to a ``Principal``, or answers 401.
 
@@ -244,4 +249,6 @@ AppDatabase = Annotated[Database, Depends(_database)]
 DbSession = Annotated[AsyncSession, Depends(_transaction, scope="function")]
 # A route that only reads: never waits for (or takes) SQLite's write lock; writes fail.
 DbReader = Annotated[AsyncSession, Depends(_read, scope="function")]
+# A read whose cost may grow with the data (a filtered log): on SQLite, off the loop's thread.
+DbScanner = Annotated[AsyncSession, Depends(_scan, scope="function")]
 CurrentPrincipal = Annotated[Principal, authenticated()]

@@ -12,7 +12,7 @@ from bastion.admin.schemas import AdminUser, AuditEventOut, UserUpdate
 from bastion.admin.service import AdminService, UsersPosition
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType
-from bastion.dependencies import AppDatabase, DbReader, DbSession, require
+from bastion.dependencies import AppDatabase, DbReader, DbScanner, DbSession, require
 from bastion.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -122,7 +122,7 @@ async def unlock_user(
 async def list_audit_events(
     _principal: AuditReader,
     request: Request,
-    session: DbReader,
+    session: DbScanner,
     type: Annotated[AuditEventType | None, Query(description="Only this event type.")] = None,
     user_id: Annotated[
         uuid.UUID | None, Query(description="Only events with this user as actor or subject.")
