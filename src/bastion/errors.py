@@ -25,6 +25,7 @@ from bastion.problems import (
     status_phrase,
 )
 from bastion.storage import StorageUnavailable
+from bastion.storage.outages import OutageReports
 
 
 class DomainError(Exception):
@@ -178,7 +179,14 @@ async def _domain_problem(request: Request, exc: Exception) -> Response:
     return ProblemResponse(request, status, exc.detail)
 
 
-async def _unavailable_problem(request: Request, _exc: Exception) -> Response:
+_outage_reports = OutageReports()
+
+
+async def _unavailable_problem(request: Request, exc: Exception) -> Response:
+    """503 with ``Retry-After``; the cause goes to the log (``storage_unavailable``), once
+    per cause per interval, never to the client."""
+    assert isinstance(exc, StorageUnavailable)  # noqa: S101 (registered for this type)
+    _outage_reports.report(exc.outage, request_id=request_id_of(request.scope))
     return ProblemResponse(
         request, 503, UNAVAILABLE_DETAIL, headers={"Retry-After": RETRY_AFTER_UNAVAILABLE}
     )

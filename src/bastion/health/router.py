@@ -11,6 +11,7 @@ from bastion.dependencies import AppDatabase, public
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.services import services_of
 from bastion.storage import StorageUnavailable
+from bastion.storage.outages import Outage
 
 router = APIRouter(prefix="/health", tags=["operations"])
 
@@ -50,6 +51,8 @@ async def ready(database: AppDatabase, request: Request) -> HealthStatus:
     database_ok, revocations_ok = await asyncio.gather(
         database.ping(), authenticator.revocations.ping()
     )
-    if not (database_ok and revocations_ok):
-        raise StorageUnavailable
+    if not database_ok:
+        raise StorageUnavailable(outage=Outage("database", "ReadinessProbeFailed"))
+    if not revocations_ok:
+        raise StorageUnavailable(outage=Outage("redis", "ReadinessProbeFailed"))
     return HealthStatus(status="ok")

@@ -31,8 +31,7 @@ from typing import Any
 
 from sqlalchemy import Executable, Row, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -43,19 +42,23 @@ from sqlalchemy.ext.asyncio import (
 from bastion.config import Settings
 from bastion.storage import sqlite
 from bastion.storage.files import ensure_private_file
+from bastion.storage.outages import Outage, is_unavailable, outage_of
 
 
 class StorageUnavailable(Exception):
-    """The database could not be reached or did not answer in time."""
+    """A backing service (the database, Redis) could not be reached or did not answer in
+    time. Raised ``from`` the driver's error, whose class and code ``outage`` tells; or with
+    an explicit ``outage`` where there is no such error (a wait that ran out)."""
+
+    def __init__(self, *args: object, outage: Outage | None = None) -> None:
+        super().__init__(*args)
+        self._outage = outage
+
+    @property
+    def outage(self) -> Outage:
+        return self._outage or outage_of(self.__cause__)
 
 
-_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError, TimeoutError)
-
-
-def _is_unavailable(error: BaseException) -> bool:
-    if isinstance(error, _UNAVAILABLE):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
@@ -133,7 +136,7 @@ class Database:
                 async with AsyncExitStack() as stack:
                     yield await self._begun(stack)
             except Exception as error:
-                if _is_unavailable(error):
+                if is_unavailable(error):
                     raise StorageUnavailable from error
                 raise
 
@@ -179,7 +182,7 @@ class Database:
             async with asyncio.timeout(self.timeout):
                 await self._writers.acquire()
         except TimeoutError:
-            raise StorageUnavailable from None
+            raise StorageUnavailable(outage=Outage("database", "WriteTurnTimeout")) from None
         try:
             yield
         finally:
@@ -226,7 +229,7 @@ class Database:
             async with self._session(sessions) as session:
                 yield session
         except Exception as error:
-            if _is_unavailable(error):
+            if is_unavailable(error):
                 raise StorageUnavailable from error
             raise
 
@@ -244,7 +247,7 @@ class Database:
                 connection = await session.connection()
                 return (await connection.execute(statement, parameters)).all()
         except Exception as error:
-            if _is_unavailable(error):
+            if is_unavailable(error):
                 raise StorageUnavailable from error
             raise
 
@@ -265,7 +268,7 @@ class Database:
         error = probe.exception()
         if error is None:
             return True
-        if _is_unavailable(error):
+        if is_unavailable(error):
             return False
         raise error
 
