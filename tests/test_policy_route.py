@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.routing import APIRoute
 
 from bastion.app import create_app
 from bastion.audit.events import AuditEventType
@@ -77,14 +78,26 @@ def policy_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+def _innermost(asgi_app: Any) -> Any:
+    """Under a route's body limit (FastAPI's max_body_size), the handler it wraps."""
+    while hasattr(asgi_app, "app"):
+        asgi_app = asgi_app.app
+    return asgi_app
+
+
 def test_create_app_serves_every_api_route_with_the_policy_check_first(app: FastAPI) -> None:
     assert app.router.route_class is PolicyRoute
-    handlers = {
-        route.app.__qualname__  # type: ignore[attr-defined]
+    routes = [
+        route
         for route in app.router.routes
         if getattr(route, "methods", None) and route.path != "/openapi.json"  # type: ignore[attr-defined]
-    }
+    ]
+    handlers = {_innermost(route.app).__qualname__ for route in routes}  # type: ignore[attr-defined]
     assert handlers == {"request_response.<locals>.app"}
+    for route in routes:
+        if isinstance(route, APIRoute) and (route.methods or set()) & {"POST", "PATCH", "PUT"}:
+            assert route.max_body_size is not None, route.path
+            assert isinstance(route, PolicyRoute), route.path
 
 
 async def test_the_principal_reaches_every_parameter_without_solving_the_policy(

@@ -22,7 +22,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, request_response
@@ -35,6 +35,8 @@ from bastion.dependencies import (
     enforce,
     policy_checks,
 )
+from bastion.middleware.body_limit import BodyLimitMiddleware
+from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.security.principal import Principal
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -153,12 +155,32 @@ class PolicyRoute(APIRoute):
 
     ``create_app`` makes it the app's ``route_class``; another app opts in with
     ``app.router.route_class = PolicyRoute`` or ``APIRouter(route_class=PolicyRoute)``.
+
+    A route's ``max_body_size`` (FastAPI's parameter) is enforced by bastion's
+    ``BodyLimitMiddleware`` around the route instead of Starlette's, so that its 413 is the
+    same problem document as the global limit's (Starlette answers in plain text).
     """
+
+    def __init__(
+        self, path: str, endpoint: Callable[..., Any], *, max_body_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.max_body_size = max_body_size
+        if max_body_size is not None:
+            self.app = BodyLimitMiddleware(self.app, max_body_bytes=max_body_size)
 
     def get_route_handler(self) -> Handler:
         if _serves_included_context(self):
             return super().get_route_handler()
         return _guarded_handler(self, super().get_route_handler)
+
+
+def service_router(tag: str) -> APIRouter:
+    """A router of the service's own routes: ``PolicyRoute`` (policies run before the body
+    is read; a route that takes a body declares its ``max_body_size`` under the global
+    ``BASTION_MAX_BODY_BYTES``), and every operation documents its 429."""
+    return APIRouter(tags=[tag], responses=RATE_LIMITED_RESPONSES, route_class=PolicyRoute)
 
 
 def guard_routes(app: FastAPI) -> None:

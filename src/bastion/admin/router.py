@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from pydantic import AwareDatetime
 
 from bastion.admin.schemas import AdminUser, AuditEventOut, UserUpdate
@@ -13,6 +13,7 @@ from bastion.admin.service import AdminService, UsersPosition
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType
 from bastion.dependencies import AppDatabase, DbReader, DbScanner, DbSession, require
+from bastion.middleware.body_limit import SMALL_BODY_BYTES
 from bastion.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -23,12 +24,12 @@ from bastion.pagination import (
     read_time_id,
     time_id_values,
 )
-from bastion.ratelimiting import RATE_LIMITED_RESPONSES
+from bastion.routing import service_router
 from bastion.security.cursors import CursorCodec
 from bastion.security.principal import Principal
 from bastion.services import services_of
 
-router = APIRouter(tags=["admin"], responses=RATE_LIMITED_RESPONSES)
+router = service_router("admin")
 
 USERS_CURSOR = "admin.users"
 AUDIT_CURSOR = "admin.audit"
@@ -85,7 +86,10 @@ async def list_users(
     )
 
 
-@router.patch("/admin/users/{user_id}", responses={**_ERRORS, 404: {}, 409: {}, 422: {}})
+@router.patch(
+    "/admin/users/{user_id}", responses={**_ERRORS, 404: {}, 409: {}, 422: {}},
+    max_body_size=SMALL_BODY_BYTES,
+)
 async def update_user(
     user_id: str,
     body: UserUpdate,
@@ -110,6 +114,7 @@ async def update_user(
     status_code=204,
     response_class=Response,
     responses={**_ERRORS, 404: {}},
+    max_body_size=SMALL_BODY_BYTES,
 )
 async def unlock_user(
     user_id: str, principal: UsersWriter, request: Request, session: DbSession

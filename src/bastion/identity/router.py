@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from bastion.audit.context import AuditContext
@@ -20,12 +20,13 @@ from bastion.identity.schemas import (
     TokenResponse,
     UserPublic,
 )
-from bastion.ratelimiting import RATE_LIMITED_RESPONSES
+from bastion.middleware.body_limit import SMALL_BODY_BYTES
+from bastion.routing import service_router
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import LOGIN_LIMIT, REGISTER_LIMIT
 from bastion.services import services_of
 
-router = APIRouter(tags=["identity"], responses=RATE_LIMITED_RESPONSES)
+router = service_router("identity")
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 10
@@ -90,6 +91,7 @@ def _oauth_error(error: str, description: str) -> JSONResponse:
     status_code=201,
     responses={409: {}, 422: {}},
     dependencies=[public(rate_limit=REGISTER_LIMIT)],
+    max_body_size=SMALL_BODY_BYTES,
 )
 async def register(body: RegisterRequest, request: Request, session: DbSession) -> UserPublic:
     """Create an account. The password policy follows NIST SP 800-63B-4."""
@@ -104,6 +106,7 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
     responses={400: {"model": OAuthError}},
     openapi_extra=_TOKEN_FORM,
     dependencies=[public(rate_limit=LOGIN_LIMIT)],
+    max_body_size=SMALL_BODY_BYTES,
 )
 async def token(request: Request) -> Response:
     """OAuth2 token endpoint (RFC 6749): ``password`` and ``refresh_token`` grants."""
@@ -144,7 +147,10 @@ async def token(request: Request) -> Response:
     )
 
 
-@router.post("/auth/revoke", openapi_extra=_REVOKE_FORM, dependencies=[public()])
+@router.post(
+    "/auth/revoke", openapi_extra=_REVOKE_FORM, dependencies=[public()],
+    max_body_size=SMALL_BODY_BYTES,
+)
 async def revoke(request: Request, session: DbSession) -> Response:
     """RFC 7009 revocation. Always 200, so it reveals nothing about the token."""
     form = await _read_form(request)
@@ -157,7 +163,10 @@ async def revoke(request: Request, session: DbSession) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/auth/logout", status_code=204, response_class=Response, responses={401: {}})
+@router.post(
+    "/auth/logout", status_code=204, response_class=Response, responses={401: {}},
+    max_body_size=SMALL_BODY_BYTES,
+)
 async def logout(principal: CurrentPrincipal, request: Request, session: DbSession) -> None:
     """End this session: its refresh tokens and access tokens stop working at once."""
     await services_of(request.app).revocation.logout(
@@ -176,6 +185,7 @@ async def me(principal: CurrentPrincipal, request: Request) -> UserPublic:
     status_code=204,
     response_class=Response,
     responses={400: {}, 401: {}, 422: {}},
+    max_body_size=SMALL_BODY_BYTES,
 )
 async def change_password(
     body: PasswordChangeRequest,

@@ -17,6 +17,10 @@ from bastion.middleware.response_start import ResponseStartTracker
 from bastion.problems import send_problem
 
 TOO_LARGE_DETAIL = "The request body is larger than this server accepts."
+# The per-route limit of bodies that carry a few short fields (login and token forms,
+# registration, password change, shares, role changes), under the global ceiling
+# BASTION_MAX_BODY_BYTES. A route declares its own with FastAPI's ``max_body_size``.
+SMALL_BODY_BYTES = 16 * 1024
 
 
 class RequestBodyTooLarge(HTTPException):

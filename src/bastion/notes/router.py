@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 
 from bastion.dependencies import AppDatabase, DbSession, require
+from bastion.middleware.body_limit import SMALL_BODY_BYTES
 from bastion.notes import listing, service
 from bastion.notes.dependencies import (
     AllNotes,
@@ -22,14 +23,21 @@ from bastion.notes.dependencies import (
     VisibleNote,
 )
 from bastion.notes.quota import NoteQuota
-from bastion.notes.schemas import NoteCreate, NotePublic, NoteUpdate, SearchText, ShareCreate
+from bastion.notes.schemas import (
+    NOTE_BODY_BYTES,
+    NoteCreate,
+    NotePublic,
+    NoteUpdate,
+    SearchText,
+    ShareCreate,
+)
 from bastion.notes.views import view_of
 from bastion.notes.visibility import Viewer
 from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
-from bastion.ratelimiting import RATE_LIMITED_RESPONSES
+from bastion.routing import service_router
 from bastion.services import AppServices
 
-router = APIRouter(tags=["notes"], responses=RATE_LIMITED_RESPONSES)
+router = service_router("notes")
 
 Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: Responses = {404: {"description": "No such note, or not one the caller may see."}}
@@ -44,7 +52,12 @@ _OVER_QUOTA: Responses = {
 }
 
 
-@router.post("/notes", status_code=201, responses={**_DENIED, **_OVER_QUOTA, 422: {}})
+@router.post(
+    "/notes",
+    status_code=201,
+    responses={**_DENIED, **_OVER_QUOTA, 422: {}},
+    max_body_size=NOTE_BODY_BYTES,
+)
 async def create_note(
     body: NoteCreate,
     principal: NotesWriter,
@@ -99,7 +112,11 @@ async def read_note(note: VisibleNote, principal: NotesReader) -> NotePublic:
     return view_of(note, note.sharees, Viewer.of(principal))
 
 
-@router.patch("/notes/{note_id}", responses={**_DENIED, **_NOT_FOUND, **_OVER_QUOTA, 422: {}})
+@router.patch(
+    "/notes/{note_id}",
+    responses={**_DENIED, **_NOT_FOUND, **_OVER_QUOTA, 422: {}},
+    max_body_size=NOTE_BODY_BYTES,
+)
 async def update_note(
     note: OwnedNote,
     body: NoteUpdate,
@@ -130,7 +147,10 @@ async def delete_note(note: OwnedNote, session: DbSession) -> None:
     await service.delete_note(session, note=note)
 
 
-@router.post("/notes/{note_id}/shares", responses={**_DENIED, **_NOT_FOUND, 422: {}})
+@router.post(
+    "/notes/{note_id}/shares", responses={**_DENIED, **_NOT_FOUND, 422: {}},
+    max_body_size=SMALL_BODY_BYTES,
+)
 async def share_note(
     note: OwnedNote, body: ShareCreate, principal: NotesWriter, session: DbSession
 ) -> NotePublic:

@@ -16,9 +16,13 @@ from pydantic import AfterValidator, BaseModel, StringConstraints, field_validat
 
 from bastion.identity.schemas import Username
 from bastion.schemas import StrictModel
-from bastion.security.sanitize import PlainText, SafeHTML
+from bastion.security.sanitize import MAX_HTML_BYTES, PlainText, SafeHTML
 
 MAX_TITLE_CHARACTERS = 200  # the width of notes.title
+# The largest JSON body a valid note can take: every byte of the body escaped as \u00XX
+# (6 bytes; some encoders escape <, > and & so), every title character as a surrogate
+# pair (12 bytes), and room for the keys and any whitespace. A valid note never gets 413.
+NOTE_BODY_BYTES = 6 * MAX_HTML_BYTES + 12 * MAX_TITLE_CHARACTERS + 4096
 
 
 def _text_not_blank(value: str) -> str:
