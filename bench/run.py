@@ -42,6 +42,8 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--memory-count", type=int, default=100_000,
                         help="distinct clients and tokens for target 5 (0: skip)")
+    parser.add_argument("--no-burst", action="store_true",
+                        help="leave out the burst of large bodies (bench/bursts.py)")
     parser.add_argument("--no-peers", action="store_true",
                         help="leave out the fastapi-users peer (.venv-peers)")
     parser.add_argument("--no-doc", action="store_true",
@@ -95,7 +97,15 @@ def _memory(count: int) -> dict[str, float]:
     return figures
 
 
-def _targets(s: dict[str, Summary], memory: dict[str, float] | None) -> list[Target]:
+def _burst() -> dict[str, float]:
+    output = subprocess.run([sys.executable, "-m", "bench.bursts"], cwd=report.ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    figures: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return figures
+
+
+def _targets(s: dict[str, Summary], memory: dict[str, float] | None,
+             burst: dict[str, float] | None = None) -> list[Target]:
     def ratio(a: str, b: str) -> float:
         return s[a].rate / s[b].rate
 
@@ -124,6 +134,13 @@ def _targets(s: dict[str, Summary], memory: dict[str, float] | None) -> list[Tar
     if memory is not None:
         found.append(Target("5. RSS growth, 100k clients + tokens", memory["growth_mb"],
                             100.0, False, "MB"))
+    if burst is not None:  # issue 11's per-route body limits, measured here
+        found += [
+            Target("burst of 100 note bodies: RSS peak", burst["peak_growth_mb"], 100.0, False,
+                   "MB"),
+            Target("burst of 100 note bodies: RSS 2 s after", burst["after_growth_mb"], 50.0,
+                   False, "MB"),
+        ]
     return found
 
 
@@ -180,10 +197,11 @@ def main() -> None:
                 found = scenarios.scenarios(fixture, with_postgres=pg_url is not None)
                 results = _measure(found, ports, options.rounds, options.seconds)
         memory = _memory(options.memory_count) if options.memory_count else None
+        burst = None if options.no_burst else _burst()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     summaries = {name: report.summarise(runs) for name, runs in results.items()}
-    targets = _targets(summaries, memory)
+    targets = _targets(summaries, memory, burst)
     infos = _infos(summaries)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"{stamp}, commit {commit}, Python {platform.python_version()}, "
@@ -201,7 +219,7 @@ def main() -> None:
     block = report.markdown(summaries, targets, header, DOC_SVG.name, infos)
     (OUT / "table.md").write_text(block)
     (OUT / "results.json").write_text(json.dumps(
-        {"header": header, "memory": memory,
+        {"header": header, "memory": memory, "burst": burst,
          "runs": {k: [dataclasses.asdict(r) for r in v] for k, v in results.items()},
          "targets": [dataclasses.asdict(t) | {"passed": t.passed} for t in targets],
          "peers": [dataclasses.asdict(i) for i in infos]},
