@@ -28,7 +28,7 @@ class Authenticator:
         except InvalidToken as error:
             if error.reason != "unknown kid":
                 raise
-            ring = await self.keys.reload_if_stale()
+            ring = await self.keys.reload_for_unknown_kid()
             if ring is None:
                 raise
             claims = self.verifier.verify(token, ring)

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ KEEPER = "keeper"
 NEW_KID_DEADLINE = 7.0
 NEW_KID_POLL = 0.25
 TAMPERED_SEQ = 2
-ROTATED = re.compile(r"new signing key (\S+)")
+ROTATED = re.compile(r"new signing key (\S+) \(\w+\), signing from (\S+)")
 INTACT = re.compile(r"audit chain intact: (\d+) events")
 
 
@@ -119,8 +120,19 @@ def test_rotation_reaches_the_running_server_and_audit_edits_are_detected(
         # Tokens of the retired key keep working until they expire.
         assert api.me(token_a).status_code == 200
 
+        # Published first: the new public key reaches the JWKS (within the reload interval)
+        # while the old key still signs, so no host meets a token of a key it has not had
+        # the time to learn.
+        deadline = time.monotonic() + NEW_KID_DEADLINE
+        while k2 not in published(api) and time.monotonic() < deadline:
+            time.sleep(NEW_KID_POLL)
+        assert k2 in published(api)
+        assert kid_of(login(api)) == k1
+        signs_from = datetime.fromisoformat(match.group(2))
+        time.sleep(max(0.0, (signs_from - datetime.now(UTC)).total_seconds()))
+
         # New tokens carry the new kid once the server's ring is reloaded (throttled).
-        logins = 1
+        logins = 2
         deadline = time.monotonic() + NEW_KID_DEADLINE
         while True:
             token_b = login(api)

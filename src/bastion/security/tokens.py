@@ -14,7 +14,7 @@ importable from here, the one door to access tokens.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -43,7 +43,12 @@ _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 
 
 class KeyRing:
-    """The keys that may verify tokens, and the one that signs new ones (the newest)."""
+    """The keys that may verify tokens, and the one that signs new ones.
+
+    A key signs from its ``created_at`` until its ``retired_at``; both may lie ahead. A
+    rotation publishes the new key first and starts signing with it only later (see
+    ``storage.signing_keys``), so every host has learnt it before any token it signed
+    arrives."""
 
     def __init__(
         self, keys: Iterable[SigningKey], *, max_token_lifetime: int | None = None
@@ -53,10 +58,24 @@ class KeyRing:
         than its retirement, so a key stops working for good one lifetime after rotation."""
         self.max_token_lifetime = max_token_lifetime
         self.keys = {key.kid: key for key in keys}
-        active = [key for key in self.keys.values() if key.retired_at is None]
-        if not active:
+        if not any(key.retired_at is None for key in self.keys.values()):
             raise ValueError("a key ring needs at least one active signing key")
-        self.current = max(active, key=lambda key: (key.created_at, key.kid))
+
+    def current_at(self, now: datetime) -> SigningKey:
+        """The key that signs at ``now``: the newest one whose time has come and not gone
+        (failing that, the newest never to retire)."""
+        signing = [
+            key
+            for key in self.keys.values()
+            if key.created_at <= now and (key.retired_at is None or key.retired_at > now)
+        ]
+        if not signing:
+            signing = [key for key in self.keys.values() if key.retired_at is None]
+        return max(signing, key=lambda key: (key.created_at, key.kid))
+
+    @property
+    def current(self) -> SigningKey:
+        return self.current_at(datetime.now(UTC))
 
     def sign(self, claims: dict[str, Any]) -> str:
         key = self.current

@@ -30,6 +30,11 @@ from bastion.storage.tables import SigningKeyRecord
 # An unknown kid triggers at most one reload per interval, so forged kids cannot turn
 # every request into a database query.
 RELOAD_INTERVAL_SECONDS = 5.0
+# A rotated key is published (in the database, so in every host's next reload and in the
+# JWKS) this long before it signs: longer than the reload interval, so a host that meets a
+# token of the new key has always reloaded since the key was published, or may reload now.
+# The old key signs until then.
+SIGNING_DELAY_SECONDS = 3 * RELOAD_INTERVAL_SECONDS
 
 
 def _from_record(record: SigningKeyRecord) -> SigningKey:
@@ -71,19 +76,24 @@ async def ensure_signing_key(session: AsyncSession, settings: Settings, *, now: 
     session.add(_record(generate_signing_key(settings.jwt_algorithm, now=now)))
 
 
-async def rotate_signing_key(session: AsyncSession, settings: Settings, *, now: datetime) -> str:
-    """A new signing key; the old ones stay published until their tokens have expired."""
+async def rotate_signing_key(
+    session: AsyncSession, settings: Settings, *, now: datetime
+) -> SigningKey:
+    """A new signing key, published now and signing from ``now + SIGNING_DELAY_SECONDS``,
+    when the keys signing until then retire; they stay published until their tokens have
+    expired."""
     if settings.jwt_algorithm == "HS256":
         raise ValueError("HS256 uses the configured secret; rotate BASTION_JWT_SECRET instead")
+    signs_from = now + timedelta(seconds=SIGNING_DELAY_SECONDS)
     for record in await _active_records(session):
-        record.retired_at = now
+        record.retired_at = signs_from
     expired_before = now - timedelta(seconds=settings.access_token_ttl + LEEWAY_SECONDS)
     await session.execute(
         delete(SigningKeyRecord).where(SigningKeyRecord.retired_at < expired_before)
     )
-    key = generate_signing_key(settings.jwt_algorithm, now=now)
+    key = generate_signing_key(settings.jwt_algorithm, now=signs_from)
     session.add(_record(key))
-    return key.kid
+    return key
 
 
 async def load_key_ring(session: AsyncSession, settings: Settings) -> KeyRing:
@@ -106,6 +116,7 @@ class KeyRingHolder:
         self._settings = settings
         self._ring: KeyRing | None = None
         self._loaded_at = float("-inf")
+        self._unknown_kid_reload_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def ring(self) -> KeyRing:
@@ -134,3 +145,13 @@ class KeyRingHolder:
         if time.monotonic() - self._loaded_at < RELOAD_INTERVAL_SECONDS:
             return None
         return await self.reload(session)
+
+    async def reload_for_unknown_kid(self) -> KeyRing | None:
+        """A token names a ``kid`` the ring lacks: reload, at most once per interval on this
+        account alone, so that the reloads before issuing (``reload_if_stale``) never hold
+        it back; None if skipped. Forged kids still cost one read per interval at most."""
+        now = time.monotonic()
+        if now - self._unknown_kid_reload_at < RELOAD_INTERVAL_SECONDS:
+            return None
+        self._unknown_kid_reload_at = now
+        return await self.reload()
