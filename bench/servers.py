@@ -51,6 +51,8 @@ def bastion_env(data_dir: Path, database_url: str | None = None) -> dict[str, st
             "BASTION_RATE_LIMIT_LOGIN": "1000/minute",
             "BASTION_RATE_LIMIT_REGISTER": "1000/minute",
             "BASTION_ACCESS_TOKEN_TTL": "3600",
+            # Every load comes from 127.0.0.1: no per-address connection cap either.
+            "BASTION_MAX_CONNECTIONS_PER_ADDRESS": "100000",
             "BENCH_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'bastion.sqlite3'}",
         }
     )

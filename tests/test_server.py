@@ -22,9 +22,11 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from bastion.config import Settings
 from bastion.devcert import DevCertificate, write_dev_certificate
 from bastion.server import (
     BACKLOG,
+    CONNECTION_CAP_ATTRIBUTE,
     GRACEFUL_SHUTDOWN_SECONDS,
     KEEP_ALIVE_SECONDS,
     MAX_CONCURRENCY,
@@ -398,3 +400,81 @@ async def test_a_kept_alive_connection_may_idle_between_requests(
         second = REQUEST_LINE + b"Connection: close\r\n\r\n"
         reply, _ = await converse(port, first, second, pause=3 * SHORT_HEAD_TIMEOUT)
     assert reply.count(b"HTTP/1.1 404 ") == 2, reply
+
+
+# One address cannot take every connection slot (BASTION_MAX_CONNECTIONS_PER_ADDRESS).
+ADDRESS_CAP = 3
+
+
+@asynccontextmanager
+async def serving_with(settings: Settings) -> AsyncIterator[int]:
+    config = build_config(settings, app_factory=TINY_APP, port=free_port())
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert not task.done(), "the server stopped at start"
+        assert time.monotonic() < deadline, "the server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield config.port
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def answers(port: int, source: str) -> bool:
+    """Whether a connection from ``source`` gets an HTTP answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        writer.write(REQUEST_LINE + b"\r\n")
+        await writer.drain()
+        with suppress(ConnectionError):
+            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            return line.startswith(b"HTTP/1.1 ")
+        return False
+    finally:
+        writer.close()
+        with suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_one_address_cannot_take_every_connection(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_connections_per_address=ADDRESS_CAP)
+    async with serving_with(settings) as port:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(ADDRESS_CAP)]
+        try:
+            assert not await answers(port, "127.0.0.1")  # past the cap: closed at once
+            assert await answers(port, "127.0.0.2")  # everyone else is served
+            _, writer = idle.pop()
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.sleep(0.1)
+            assert await answers(port, "127.0.0.1")  # a freed place is given again
+        finally:
+            for _, writer in idle:
+                writer.close()
+
+
+async def test_a_trusted_proxy_is_not_capped(tmp_path: Path) -> None:
+    """Behind a proxy every client's connection comes from the proxy's address."""
+    settings = make_settings(
+        tmp_path, max_connections_per_address=ADDRESS_CAP, trusted_proxies=["127.0.0.1"]
+    )
+    async with serving_with(settings) as port:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(ADDRESS_CAP)]
+        try:
+            assert await answers(port, "127.0.0.1")
+        finally:
+            for _, writer in idle:
+                writer.close()
+
+
+def test_the_cap_travels_to_worker_processes(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_connections_per_address=7, redis_url="redis://x")
+    config = build_config(settings, app_factory=TINY_APP, workers=2)
+    copy = pickle.loads(pickle.dumps(config))  # noqa: S301 (our own bytes)
+    cap = getattr(copy, CONNECTION_CAP_ATTRIBUTE)
+    assert cap.limit == 7
+    assert all(cap.admit("10.0.0.1") for _ in range(7))
+    assert not cap.admit("10.0.0.1")

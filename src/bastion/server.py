@@ -19,7 +19,9 @@ choices, each explained in docs/operations.md ("Server hardening"):
 - ``limit_concurrency``: past ``MAX_CONCURRENCY`` open connections or running requests per
   worker, uvicorn answers 503 at once instead of queueing without bound; ``backlog`` bounds
   the kernel's queue of connections not yet accepted. The head timeout keeps silent or slow
-  connections from holding those places.
+  connections from holding those places, and ``BASTION_MAX_CONNECTIONS_PER_ADDRESS`` keeps
+  one address from holding them all: its connections past the cap are closed at once
+  (trusted proxies, which carry everyone's connections, are not capped).
 - No WebSocket protocol (the service has no WebSocket route): less code facing clients.
 - Keep-alive 5 s; on SIGTERM open requests get ``GRACEFUL_SHUTDOWN_SECONDS`` to finish.
 - TLS (``--ssl-certfile``/``--ssl-keyfile``): TLS 1.2 at least, set on the context
@@ -43,6 +45,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from bastion.config import Settings
+from bastion.security.trusted_proxies import TrustedProxies
 
 SERVICE_APP = "bastion.app:app_from_environment"
 KEEP_ALIVE_SECONDS = 5
@@ -80,6 +83,46 @@ TLS12_CIPHERS = ":".join(
 )
 
 
+CONNECTION_CAP_ATTRIBUTE = "bastion_connection_cap"
+
+
+class ConnectionCap:
+    """Open connections per client address, in one worker; ``trusted`` addresses (the
+    configured proxies) are never capped. Lives on the ``uvicorn.Config``, which each worker
+    process receives a copy of: the counts are per worker, like ``limit_concurrency``."""
+
+    def __init__(self, limit: int, trusted: list[str]) -> None:
+        self.limit = limit
+        self.trusted = trusted
+        self._proxies: TrustedProxies | None = None
+        self._open: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"limit": self.limit, "trusted": self.trusted}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["limit"], state["trusted"])  # type: ignore[misc]
+
+    def admit(self, address: str) -> bool:
+        """Counts a new connection from ``address``; False (not counted) past the cap."""
+        if self._proxies is None:
+            self._proxies = TrustedProxies(self.trusted)
+        if self._proxies.normalized_member(address) is not None:
+            return True
+        count = self._open.get(address, 0)
+        if count >= self.limit:
+            return False
+        self._open[address] = count + 1
+        return True
+
+    def release(self, address: str) -> None:
+        count = self._open.get(address, 0) - 1
+        if count > 0:
+            self._open[address] = count
+        else:
+            self._open.pop(address, None)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the request head bounded in size and in time.
 
@@ -99,13 +142,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._counted_address: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        cap: ConnectionCap | None = getattr(self.config, CONNECTION_CAP_ATTRIBUTE, None)
+        if cap is not None:
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if isinstance(peer, tuple) and peer else None
+            if address is not None and not cap.admit(address):
+                transport.close()
+                return
+            self._counted_address = address if cap is not None else None
         self._arm_head_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
+        if self._counted_address is not None:
+            cap: ConnectionCap = getattr(self.config, CONNECTION_CAP_ATTRIBUTE)
+            cap.release(self._counted_address)
+            self._counted_address = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -251,7 +307,7 @@ def build_config(
         raise ServerConfigError("more than one worker needs BASTION_REDIS_URL")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise ServerConfigError("--ssl-certfile and --ssl-keyfile go together")
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app_factory,
         factory=True,
         host=host,
@@ -263,6 +319,9 @@ def build_config(
         ssl_context_factory=hardened_tls_context if ssl_certfile else None,
         **UVICORN_HARDENING,
     )
+    cap = ConnectionCap(settings.max_connections_per_address, list(settings.trusted_proxies))
+    setattr(config, CONNECTION_CAP_ATTRIBUTE, cap)
+    return config
 
 
 def serve(config: uvicorn.Config) -> None:

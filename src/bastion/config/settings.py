@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=OWASP_ARGON2_TIME_COST, ge=1, le=100)
     password_hash_parallelism: int = Field(default=1, ge=1, le=64)
     max_body_bytes: int = Field(default=1_048_576, ge=1, le=1_073_741_824)
+    # Per worker: open connections from one client address (trusted proxies excepted).
+    max_connections_per_address: int = Field(default=100, ge=1, le=100_000)
     # Per user: notes stored, and UTF-8 bytes of their stored titles and bodies.
     notes_max_count: int = Field(default=10_000, ge=1, le=100_000_000)
     notes_max_bytes: int = Field(default=52_428_800, ge=1, le=1_099_511_627_776)
