@@ -308,7 +308,14 @@ REQUEST_LINE = b"GET /anything HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 @asynccontextmanager
 async def serving(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
     monkeypatch.setattr(BoundedHttpToolsProtocol, "head_timeout", SHORT_HEAD_TIMEOUT)
-    config = build_config(make_settings(Path("unused")), app_factory=TINY_APP, port=free_port())
+    async with serving_with(make_settings(Path("unused"))) as port:
+        yield port
+
+
+@asynccontextmanager
+async def serving_with(settings: Settings) -> AsyncIterator[int]:
+    """A uvicorn server in this process, configured by ``build_config``: its port."""
+    config = build_config(settings, app_factory=TINY_APP, port=free_port())
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10
@@ -404,23 +411,6 @@ async def test_a_kept_alive_connection_may_idle_between_requests(
 
 # One address cannot take every connection slot (BASTION_MAX_CONNECTIONS_PER_ADDRESS).
 ADDRESS_CAP = 3
-
-
-@asynccontextmanager
-async def serving_with(settings: Settings) -> AsyncIterator[int]:
-    config = build_config(settings, app_factory=TINY_APP, port=free_port())
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert not task.done(), "the server stopped at start"
-        assert time.monotonic() < deadline, "the server did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield config.port
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def answers(port: int, source: str) -> bool:
