@@ -9,7 +9,10 @@ the final status. The Host is checked before the redirect builds a URL from it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
@@ -168,16 +171,44 @@ def install_services(app: FastAPI, services: Services) -> None:
     setattr(app.state, STATE_KEY, services)
 
 
+# While the database does not answer at start, the start-up work is retried this often.
+START_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+_deferred_starts: dict[int, asyncio.Task[None]] = {}
+
+
 async def start_services(app: FastAPI) -> None:
     """First start generates the signing key; every start re-applies recent revocations
-    (the in-process store begins empty) and loads the cursor secret."""
+    (the in-process store begins empty) and loads the cursor secret.
+
+    When the database does not answer, the service starts anyway (``serve`` must not exit
+    on a database that is restarting) and finishes this work in the background once it
+    answers. Until then no token is issued or accepted (the key ring answers 503: the
+    revocations are not restored yet) and readiness says 503."""
+    services = services_of(app)
+    try:
+        await _start_work(app)
+    except StorageUnavailable as unavailable:
+        outage = unavailable.outage
+        log.warning(
+            "start_deferred_until_the_database_answers",
+            dependency=outage.dependency, error=outage.error, code=outage.code,
+        )
+        services.keys.available = False
+        task = asyncio.create_task(_start_when_the_database_answers(app))
+        _deferred_starts[id(services.keys)] = task
+        task.add_done_callback(lambda _: _deferred_starts.pop(id(services.keys), None))
+
+
+async def _start_work(app: FastAPI) -> None:
     services = services_of(app)
     database = services.database
     async with database.transaction() as session:
         await ensure_signing_key(session, services.settings, now=utc_now())
     try:
         await services.revocation.restore()
-    except StorageUnavailable:
+    except StorageUnavailable as unavailable:
+        if unavailable.outage.dependency == "database":
+            raise
         # Redis is down: start anyway (readiness says 503, checks fail closed). The
         # restore marker is unset, so the first check after Redis returns restores.
         log.warning("revocation_store_unavailable_at_start")
@@ -187,7 +218,24 @@ async def start_services(app: FastAPI) -> None:
     install_services(app, replace(services, cursor_codec=CursorCodec(secret)))
 
 
+async def _start_when_the_database_answers(app: FastAPI) -> None:
+    for attempt in itertools.count():
+        await asyncio.sleep(START_RETRY_SECONDS[min(attempt, len(START_RETRY_SECONDS) - 1)])
+        try:
+            await _start_work(app)
+        except StorageUnavailable:
+            continue
+        services_of(app).keys.available = True
+        log.info("start_completed")
+        return
+
+
 async def stop_services(services: Services) -> None:
+    deferred = _deferred_starts.pop(id(services.keys), None)
+    if deferred is not None:
+        deferred.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await deferred
     # One Redis client serves both stores: closing it twice is harmless.
     await services.rate_limiter.close()
     await services.authenticator.revocations.close()

@@ -136,3 +136,50 @@ def test_a_frozen_database_gives_503_within_the_timeout_not_a_hang(
             _signal_all([*frozen, *wrapper], signal.SIGCONT)
 
         response = _ready_again(client)
+
+
+def test_serve_starts_while_the_database_is_down_and_finishes_starting_when_it_returns(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """``bastion serve`` used to exit (code 3) when PostgreSQL was down at start: its start-up
+    work needs the database. Now it serves: live, not ready, and every token request a 503
+    (the revocations are not restored yet), until the database answers."""
+    name = asyncio.run(own_postgres.create_database())
+    env = service_env(
+        tmp_path / "data",
+        database_url=own_postgres.url(name),
+        database_timeout=str(DATABASE_TIMEOUT_SECONDS),
+    )
+    migrate(env, tmp_path)
+    own_postgres.stop()
+    with running(serve_command, root=tmp_path, env=env, backend="postgresql") as server:
+        with server.client(timeout=ANSWER_WITHIN_SECONDS) as client:
+            assert client.get("/health/live").status_code == 200
+            assert_problem(client.get("/health/ready"), 503)
+            login = client.post(
+                "/auth/token",
+                data={"grant_type": "password", "username": "nobody", "password": "x" * 20},
+            )
+            assert_problem(login, 503, own_postgres.url(""))
+            me = client.get("/auth/me", headers={"Authorization": "Bearer a.b.c"})
+            assert_problem(me, 503)
+
+            own_postgres.start()
+            assert _ready_again(client).json() == {"status": "ok"}
+            registered = client.post(
+                "/auth/register",
+                json={"username": "ann", "email": "ann@example.com", "age": 30,
+                      "password": "a long enough passphrase 7"},
+            )
+            assert registered.status_code == 201, registered.text
+            token = client.post(
+                "/auth/token",
+                data={"grant_type": "password", "username": "ann",
+                      "password": "a long enough passphrase 7"},
+            )
+            assert token.status_code == 200, token.text
+            bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            assert client.get("/auth/me", headers=bearer).status_code == 200
+        events = [record.get("event") for record in server.log_records()]
+        assert "start_deferred_until_the_database_answers" in events
+        assert "start_completed" in events

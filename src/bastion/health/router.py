@@ -47,7 +47,10 @@ async def live() -> Response:
 async def ready(database: AppDatabase, request: Request) -> HealthStatus:
     """The database (and Redis, when configured) answer; a 503 tells a load balancer to
     send traffic elsewhere."""
-    authenticator = services_of(request.app).authenticator
+    services = services_of(request.app)
+    if not services.keys.available:  # start-up work still waits for the database
+        raise StorageUnavailable(outage=Outage("database", "StartUpIncomplete"))
+    authenticator = services.authenticator
     database_ok, revocations_ok = await asyncio.gather(
         database.ping(), authenticator.revocations.ping()
     )

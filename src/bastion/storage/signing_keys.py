@@ -24,7 +24,8 @@ from bastion.security.tokens import (
     shared_secret_key,
     signing_key_from_pem,
 )
-from bastion.storage.database import Database
+from bastion.storage.database import Database, StorageUnavailable
+from bastion.storage.outages import Outage
 from bastion.storage.tables import SigningKeyRecord
 
 # An unknown kid triggers at most one reload per interval, so forged kids cannot turn
@@ -118,8 +119,16 @@ class KeyRingHolder:
         self._loaded_at = float("-inf")
         self._unknown_kid_reload_at = float("-inf")
         self._lock = asyncio.Lock()
+        # False while the service's start-up work waits for the database (see
+        # bastion.app.start_services): no token is issued or accepted before it is done.
+        self.available = True
+
+    def _check_available(self) -> None:
+        if not self.available:
+            raise StorageUnavailable(outage=Outage("database", "StartUpIncomplete"))
 
     async def ring(self) -> KeyRing:
+        self._check_available()
         if self._ring is None:
             await self.reload()
         assert self._ring is not None  # noqa: S101 (reload sets it or raises)
@@ -142,6 +151,7 @@ class KeyRingHolder:
 
     async def reload_if_stale(self, session: AsyncSession | None = None) -> KeyRing | None:
         """Reloads unless a reload happened within the throttle interval; None if skipped."""
+        self._check_available()
         if time.monotonic() - self._loaded_at < RELOAD_INTERVAL_SECONDS:
             return None
         return await self.reload(session)
@@ -150,6 +160,7 @@ class KeyRingHolder:
         """A token names a ``kid`` the ring lacks: reload, at most once per interval on this
         account alone, so that the reloads before issuing (``reload_if_stale``) never hold
         it back; None if skipped. Forged kids still cost one read per interval at most."""
+        self._check_available()
         now = time.monotonic()
         if now - self._unknown_kid_reload_at < RELOAD_INTERVAL_SECONDS:
             return None
