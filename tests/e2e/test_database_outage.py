@@ -41,8 +41,8 @@ def own_postgres() -> Iterator[PostgresServer]:
         server.destroy()
 
 
-@pytest.fixture
-def server_on_own_postgres(own_postgres: PostgresServer, tmp_path: Path) -> Iterator[LiveServer]:
+def _migrated_env(own_postgres: PostgresServer, tmp_path: Path) -> dict[str, str]:
+    """The service's environment on a fresh, migrated database of ``own_postgres``."""
     name = asyncio.run(own_postgres.create_database())
     env = service_env(
         tmp_path / "data",
@@ -50,6 +50,12 @@ def server_on_own_postgres(own_postgres: PostgresServer, tmp_path: Path) -> Iter
         database_timeout=str(DATABASE_TIMEOUT_SECONDS),
     )
     migrate(env, tmp_path)
+    return env
+
+
+@pytest.fixture
+def server_on_own_postgres(own_postgres: PostgresServer, tmp_path: Path) -> Iterator[LiveServer]:
+    env = _migrated_env(own_postgres, tmp_path)
     with running(serve_command, root=tmp_path, env=env, backend="postgresql") as server:
         yield server
 
@@ -144,13 +150,7 @@ def test_serve_starts_while_the_database_is_down_and_finishes_starting_when_it_r
     """``bastion serve`` used to exit (code 3) when PostgreSQL was down at start: its start-up
     work needs the database. Now it serves: live, not ready, and every token request a 503
     (the revocations are not restored yet), until the database answers."""
-    name = asyncio.run(own_postgres.create_database())
-    env = service_env(
-        tmp_path / "data",
-        database_url=own_postgres.url(name),
-        database_timeout=str(DATABASE_TIMEOUT_SECONDS),
-    )
-    migrate(env, tmp_path)
+    env = _migrated_env(own_postgres, tmp_path)
     own_postgres.stop()
     with running(serve_command, root=tmp_path, env=env, backend="postgresql") as server:
         with server.client(timeout=ANSWER_WITHIN_SECONDS) as client:
