@@ -324,6 +324,22 @@ def build_config(
     return config
 
 
+class ClosingMultiprocess(Multiprocess):
+    """uvicorn's supervisor, closing its copy of the listening socket as shutdown begins.
+
+    Each worker closes its own copy when it starts shutting down, but the supervisor kept
+    one open until every worker had finished its requests in flight: meanwhile the kernel
+    accepted new connections into the backlog, nobody served them, and they were reset at
+    the end, up to the grace period later. Closed here first, the socket is gone once the
+    last worker has closed its copy, so a new connection is refused at once and the client
+    can try another host."""
+
+    def terminate_all(self) -> None:
+        for listening in self.sockets:
+            listening.close()
+        super().terminate_all()
+
+
 def serve(config: uvicorn.Config) -> None:
     """``uvicorn.run``'s two paths without reload: one process, or ``Multiprocess`` over a
     socket bound here; exits with uvicorn's start-up failure code when the server never
@@ -332,7 +348,7 @@ def serve(config: uvicorn.Config) -> None:
     try:
         if config.workers > 1:
             socket = config.bind_socket()
-            Multiprocess(config, sockets=[socket]).run()
+            ClosingMultiprocess(config, sockets=[socket]).run()
         else:
             config.load_app()  # fails fast, before binding, when the app does not import
             server.run()
