@@ -51,7 +51,7 @@ from bastion.middleware import (
 from bastion.notes.router import router as notes_router
 from bastion.ratelimiting import RateLimiter
 from bastion.route_inventory import assert_routes_guarded, declared_rate_limits
-from bastion.routing import PolicyRoute, guard_routes
+from bastion.routing import PolicyRoute
 from bastion.security.client_ip import TrustedProxies
 from bastion.security.cursors import CursorCodec
 from bastion.security.passwords import PasswordHasher
@@ -267,7 +267,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     # Routes declared on the app later (a toolkit user's, a test's) check their policy up
-    # front too; the routers' routes, added flat, are switched over by guard_routes.
+    # front too, as the routers' own routes do (their routers are built on PolicyRoute).
     app.router.route_class = PolicyRoute
     app.state.public_paths = {app.openapi_url}
     install_services(app, services)
@@ -275,7 +275,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health_router, identity_router, notes_router, admin_router):
         add_routes(app, router)
     mount_docs(app)
-    guard_routes(app)
     return app
 
 

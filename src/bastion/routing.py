@@ -22,10 +22,10 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute, request_response
+from fastapi.routing import APIRoute
 
 from bastion.dependencies import (
     PRINCIPAL_SCOPE_KEY,
@@ -181,19 +181,3 @@ def service_router(tag: str) -> APIRouter:
     is read; a route that takes a body declares its ``max_body_size`` under the global
     ``BASTION_MAX_BODY_BYTES``), and every operation documents its 429."""
     return APIRouter(tags=[tag], responses=RATE_LIMITED_RESPONSES, route_class=PolicyRoute)
-
-
-def guard_routes(app: FastAPI) -> None:
-    """Serves the app's plain ``APIRoute``s (routers' routes added flat) like ``PolicyRoute``.
-
-    The routes of a module-level router are shared by every app that adds them; their
-    handler reads everything per request from ``request.app``, so replacing it is the same
-    for all of them. Routes with FastAPI's own body limit keep their handler.
-    """
-    for route in app.router.routes:
-        if (
-            isinstance(route, APIRoute)
-            and not isinstance(route, PolicyRoute)
-            and route.max_body_size is None
-        ):
-            route.app = request_response(_guarded_handler(route, route.get_route_handler))

@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from bastion.dependencies import public
+from bastion.routing import PolicyRoute
 
 DOCS_PATH = "/docs"
 _INIT_SCRIPT = (files("bastion.apidocs") / "swagger-init.js").read_bytes()
@@ -31,7 +32,7 @@ _PAGE = f"""<!doctype html>
 </html>
 """
 
-router = APIRouter(include_in_schema=False, dependencies=[public()])
+router = APIRouter(include_in_schema=False, dependencies=[public()], route_class=PolicyRoute)
 
 
 @router.get(DOCS_PATH)

@@ -9,11 +9,12 @@ from pydantic import BaseModel
 
 from bastion.dependencies import AppDatabase, public
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
+from bastion.routing import PolicyRoute
 from bastion.services import services_of
 from bastion.storage import StorageUnavailable
 from bastion.storage.outages import Outage
 
-router = APIRouter(prefix="/health", tags=["operations"])
+router = APIRouter(prefix="/health", tags=["operations"], route_class=PolicyRoute)
 
 
 class HealthStatus(BaseModel):
