@@ -25,8 +25,13 @@ A database that does not answer becomes ``StorageUnavailable`` (503) within
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import Any
 
 from sqlalchemy import Executable, Row, text
@@ -59,6 +64,15 @@ class StorageUnavailable(Exception):
         return self._outage or outage_of(self.__cause__)
 
 
+@contextmanager
+def _outages_as_unavailable() -> Iterator[None]:
+    """A driver error that means "not available now" becomes ``StorageUnavailable`` (503)."""
+    try:
+        yield
+    except Exception as error:
+        if is_unavailable(error):
+            raise StorageUnavailable from error
+        raise
 
 
 def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
@@ -96,10 +110,10 @@ class Database:
         self.engine = engine
         self.reader = create_reader_for(engine, timeout=timeout)
         self.scanner = create_reader_for(engine, timeout=timeout, scans=True)
-        url = engine.url.render_as_string(hide_password=False)
+        self._sqlite = self.backend == "sqlite"
         self._point_reads = (
             sqlite.PointReads(str(engine.url.database))
-            if self.backend == "sqlite" and not sqlite.is_in_memory(url)
+            if self._sqlite and not sqlite.is_in_memory(engine.url)
             else None
         )
         self.timeout = timeout
@@ -107,12 +121,11 @@ class Database:
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._scan_sessions = async_sessionmaker(self.scanner, expire_on_commit=False)
         self._probes: set[asyncio.Future[None]] = set()
-        self._sqlite = self.backend == "sqlite"
         # SQLite has one write lock for the whole file. Writers of this process queue here,
         # first come first served, instead of in SQLite's busy handler, whose sleeps grow to
         # 100 ms and let a waiting writer lose to newcomers again and again (seconds-long
         # tails under 32 mixed clients). Other processes still meet busy_timeout.
-        self._writers = asyncio.Lock() if engine.url.get_backend_name() == "sqlite" else None
+        self._writers = asyncio.Lock() if self._sqlite else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -132,13 +145,9 @@ class Database:
         """One unit of work that may write: commit at the end, roll back on any exception.
         On SQLite it holds the write lock from its first statement to its end."""
         async with self._write_turn():
-            try:
+            with _outages_as_unavailable():
                 async with AsyncExitStack() as stack:
                     yield await self._begun(stack)
-            except Exception as error:
-                if is_unavailable(error):
-                    raise StorageUnavailable from error
-                raise
 
     async def _begun(self, stack: AsyncExitStack) -> AsyncSession:
         """A session whose transaction has begun, entered on ``stack``. On SQLite the begin
@@ -223,15 +232,11 @@ class Database:
     async def _read_only(
         self, sessions: async_sessionmaker[AsyncSession]
     ) -> AsyncIterator[AsyncSession]:
-        try:
-            # No commit: there is nothing to commit. Closing the session ends PostgreSQL's
-            # READ ONLY transaction; on SQLite there is none to end.
+        # No commit: there is nothing to commit. Closing the session ends PostgreSQL's
+        # READ ONLY transaction; on SQLite there is none to end.
+        with _outages_as_unavailable():
             async with self._session(sessions) as session:
                 yield session
-        except Exception as error:
-            if is_unavailable(error):
-                raise StorageUnavailable from error
-            raise
 
     async def lookup(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
@@ -240,16 +245,12 @@ class Database:
         hottest reads: the signed-in user, one note). On a SQLite file it runs at once on
         this thread, without a session (``storage.sqlite.PointReads``); elsewhere it is a
         ``read()`` of one statement."""
-        try:
-            if self._point_reads is not None:
-                return self._point_reads.fetch(statement, parameters)
+        if self._point_reads is None:
             async with self.read() as session:
                 connection = await session.connection()
                 return (await connection.execute(statement, parameters)).all()
-        except Exception as error:
-            if is_unavailable(error):
-                raise StorageUnavailable from error
-            raise
+        with _outages_as_unavailable():
+            return self._point_reads.fetch(statement, parameters)
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query within the timeout.

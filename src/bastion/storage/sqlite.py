@@ -37,7 +37,7 @@ from typing import Any
 
 import aiosqlite
 from sqlalchemy import Connection, Executable, Row, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import SingletonThreadPool
@@ -52,7 +52,7 @@ _SQLITE_BUSY = 5
 SCAN_CONNECTIONS = 2
 
 
-def is_in_memory(url: str) -> bool:
+def is_in_memory(url: str | URL) -> bool:
     return make_url(url).database in (None, "", ":memory:")
 
 
@@ -84,19 +84,19 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _long(value: object) -> bool:
-    return isinstance(value, str | bytes) and len(value) >= LONG_PARAMETER
-
-
 def _carries_long_parameter(arguments: Iterable[object]) -> bool:
-    for argument in arguments:
-        if isinstance(argument, Mapping):
-            argument = list(argument.values())
-        if isinstance(argument, tuple | list):
-            if any(_carries_long_parameter([item]) for item in argument):
+    """Whether a text or blob of ``LONG_PARAMETER`` or more is among ``arguments``, however
+    nested in tuples, lists and mappings (a statement's parameters, or ``executemany``'s)."""
+    pending = list(arguments)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str | bytes):
+            if len(value) >= LONG_PARAMETER:
                 return True
-        elif _long(argument):
-            return True
+        elif isinstance(value, Mapping):
+            pending.extend(value.values())
+        elif isinstance(value, tuple | list):
+            pending.extend(value)
     return False
 
 
@@ -144,7 +144,7 @@ def reader_engine(writer: AsyncEngine, *, inline: bool, timeout: float) -> Async
 
     Autocommit, never a transaction: ending one would only cost a needless call
     (``skip_autocommit_rollback`` spares it on every release)."""
-    if is_in_memory(writer.url.render_as_string(hide_password=False)):
+    if is_in_memory(writer.url):
         return writer
     # Threaded connections are few and kept: each is a thread, and opening one costs far
     # more than a scan waiting its turn for one.
