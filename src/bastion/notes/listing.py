@@ -27,7 +27,7 @@ from bastion.errors import Forbidden
 from bastion.notes.schemas import NotePublic
 from bastion.notes.search import search_condition, search_parameters
 from bastion.notes.views import NoteFields, shared_views
-from bastion.notes.visibility import Viewer, visible_to_viewer
+from bastion.notes.visibility import NOTE_COLUMNS, Viewer, visible_to_viewer
 from bastion.pagination import TimeIdPosition, decode_cursor, read_time_id, time_id_values
 from bastion.security.cursors import CursorCodec
 from bastion.storage import Database
@@ -56,14 +56,7 @@ def decode_position(codec: CursorCodec, purpose: str, cursor: str) -> Position:
 
 
 _notes = Note.__table__.c
-_FIELDS = (
-    _notes.id,
-    _notes.owner_id,
-    _notes.title,
-    _notes.body,
-    _notes.created_at,
-    _notes.updated_at,
-)
+_LIMIT = bindparam("limit", type_=Integer())
 _NEWEST_FIRST = (_notes.created_at.desc(), _notes.id.desc())
 
 
@@ -95,16 +88,16 @@ def _own_and_shared(*, after: bool) -> Select[tuple[Any, ...]]:
     if after:
         owned, shared = owned.where(_after_bound()), shared.where(_after_bound())
     parts = [
-        select(part.order_by(*_NEWEST_FIRST).limit(bindparam("limit", type_=Integer())).subquery())
+        select(part.order_by(*_NEWEST_FIRST).limit(_LIMIT).subquery())
         for part in (owned, shared)
     ]
     keys = union(*parts).subquery()
     page = (
         select(keys.c.id)
         .order_by(keys.c.created_at.desc(), keys.c.id.desc())
-        .limit(bindparam("limit", type_=Integer()))
+        .limit(_LIMIT)
     )
-    return select(*_FIELDS).where(_notes.id.in_(page)).order_by(*_NEWEST_FIRST)
+    return select(*NOTE_COLUMNS).where(_notes.id.in_(page)).order_by(*_NEWEST_FIRST)
 
 
 _OWN_AND_SHARED = {after: _own_and_shared(after=after) for after in (False, True)}
@@ -123,14 +116,14 @@ async def _own_and_shared_page(
 def _scanned(*, all_notes: bool, indexed: bool | None, after: bool) -> Select[tuple[Any, ...]]:
     """A page of a search (``indexed`` says how, None: no search) or of every note, as a
     statement built once per shape; ``q`` and the rest travel as bound parameters."""
-    statement = select(*_FIELDS)
+    statement = select(*NOTE_COLUMNS)
     if not all_notes:
         statement = statement.where(visible_to_viewer())
     if indexed is not None:
         statement = statement.where(search_condition(indexed=indexed))
     if after:
         statement = statement.where(_after_bound())
-    return statement.order_by(*_NEWEST_FIRST).limit(bindparam("limit", type_=Integer()))
+    return statement.order_by(*_NEWEST_FIRST).limit(_LIMIT)
 
 
 async def _scanned_page(

@@ -33,15 +33,24 @@ class Viewer:
         return cls(user_id=uuid.UUID(principal.user_id), read_all=READ_ALL in principal.scopes)
 
 
-def _owned_or_shared(viewer_id: uuid.UUID | BindParameter[uuid.UUID]) -> ColumnElement[bool]:
+def visible_to_viewer() -> ColumnElement[bool]:
+    """The notes the user bound as ``viewer_id`` owns or that are shared with them, as a SQL
+    condition (statements are built once; the viewer is a parameter)."""
+    viewer_id: BindParameter[uuid.UUID] = bindparam("viewer_id")
     shared_with_viewer = select(NoteShare.note_id).where(NoteShare.user_id == viewer_id)
     return or_(Note.owner_id == viewer_id, Note.id.in_(shared_with_viewer))
 
 
-def visible_to_viewer() -> ColumnElement[bool]:
-    """The notes the user bound as ``viewer_id`` owns or that are shared with them, as a SQL
-    condition (statements are built once; the viewer is a parameter)."""
-    return _owned_or_shared(bindparam("viewer_id"))
+_notes = Note.__table__.c
+NOTE_COLUMNS = (
+    _notes.id,
+    _notes.owner_id,
+    _notes.title,
+    _notes.body,
+    _notes.created_at,
+    _notes.updated_at,
+)
+"""What a note's public form shows (``views.NoteFields``): the columns every read selects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,29 +72,23 @@ def _note_with_sharees(*, read_all: bool) -> Select[tuple[object, ...]]:
     its shares in one query. Built once, with bound parameters, so no request builds a
     statement or its cache key. The join uses aliases, so ``visible_to_viewer``'s subquery on
     ``note_shares`` is not correlated with it."""
-    notes = Note.__table__.c
     share = NoteShare.__table__.alias("share")
     sharee = User.__table__.alias("sharee")
     statement = (
         select(
-            notes.id,
-            notes.owner_id,
-            notes.title,
-            notes.body,
-            notes.created_at,
-            notes.updated_at,
+            *NOTE_COLUMNS,
             sharee.c.id.label("sharee_id"),
             sharee.c.username.label("sharee_name"),
         )
         .select_from(
-            Note.__table__.outerjoin(share, share.c.note_id == notes.id).outerjoin(
+            Note.__table__.outerjoin(share, share.c.note_id == _notes.id).outerjoin(
                 sharee, sharee.c.id == share.c.user_id
             )
         )
-        .where(notes.id == bindparam("note_id"))
+        .where(_notes.id == bindparam("note_id"))
     )
     if not read_all:
-        statement = statement.where(_owned_or_shared(bindparam("viewer_id")))
+        statement = statement.where(visible_to_viewer())
     return statement
 
 
