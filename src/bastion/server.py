@@ -142,26 +142,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._head_deadline: asyncio.TimerHandle | None = None
-        self._counted_address: str | None = None
+        # The cap that admitted this connection and the address it counts it under.
+        self._admitted: tuple[ConnectionCap, str] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         cap: ConnectionCap | None = getattr(self.config, CONNECTION_CAP_ATTRIBUTE, None)
-        if cap is not None:
-            peer = transport.get_extra_info("peername")
-            address = str(peer[0]) if isinstance(peer, tuple) and peer else None
-            if address is not None and not cap.admit(address):
+        peer = transport.get_extra_info("peername")
+        if cap is not None and isinstance(peer, tuple) and peer:
+            address = str(peer[0])
+            if not cap.admit(address):
                 transport.close()
                 return
-            self._counted_address = address if cap is not None else None
+            self._admitted = (cap, address)
         self._arm_head_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
-        if self._counted_address is not None:
-            cap: ConnectionCap = getattr(self.config, CONNECTION_CAP_ATTRIBUTE)
-            cap.release(self._counted_address)
-            self._counted_address = None
+        if self._admitted is not None:
+            cap, address = self._admitted
+            cap.release(address)
+            self._admitted = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
