@@ -81,25 +81,25 @@ async def test_a_chunked_body_is_cut_off_when_it_crosses_the_limit() -> None:
     assert len(pulled) <= LIMIT // CHUNK + 2  # stopped at the limit, not at the end
 
 
+async def reads_everything(scope: Scope, receive: Receive, send: Send) -> None:
+    """A plain ASGI app that reads the whole body and answers its length."""
+    body = await Request(scope, receive).body()
+    await PlainTextResponse(str(len(body)))(scope, receive, send)
+
+
+async def chunks() -> AsyncIterator[bytes]:
+    """A chunked body of 20 chunks, over LIMIT."""
+    for _ in range(20):
+        yield b"y" * CHUNK
+
+
 async def test_a_plain_asgi_app_reading_too_much_gets_a_413_problem() -> None:
-    async def reads_everything(scope: Scope, receive: Receive, send: Send) -> None:
-        body = await Request(scope, receive).body()
-        await PlainTextResponse(str(len(body)))(scope, receive, send)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(20):
-            yield b"y" * CHUNK
-
     async with _client(reads_everything) as client:
         response = await client.post("/", content=chunks())
     assert_413_problem(response)
 
 
 async def test_a_lying_content_length_does_not_help() -> None:
-    async def reads_everything(scope: Scope, receive: Receive, send: Send) -> None:
-        body = await Request(scope, receive).body()
-        await PlainTextResponse(str(len(body)))(scope, receive, send)
-
     wrapped = BodyLimitMiddleware(reads_everything, max_body_bytes=LIMIT)
     messages = [
         {"type": "http.request", "body": b"z" * CHUNK, "more_body": True} for _ in range(8)
@@ -126,15 +126,6 @@ async def test_a_lying_content_length_does_not_help() -> None:
 async def test_a_chunked_body_on_a_get_is_counted_too() -> None:
     """Only a request that can carry no body (no length, or 0, and not chunked) skips the
     count; a GET with a chunked body does not."""
-
-    async def reads_everything(scope: Scope, receive: Receive, send: Send) -> None:
-        body = await Request(scope, receive).body()
-        await PlainTextResponse(str(len(body)))(scope, receive, send)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(20):
-            yield b"y" * CHUNK
-
     async with _client(reads_everything) as client:
         response = await client.request("GET", "/", content=chunks())
         empty = await client.get("/")
