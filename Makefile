@@ -36,7 +36,7 @@ if [[ -z "$$py" ]] || ! "$$py" -c 'import sys; sys.exit(sys.version_info < (3, 1
 fi
 endef
 
-.PHONY: help $(VENV) run system-deps lint typecheck pytest test lock clean bench bench-deps profile
+.PHONY: help $(VENV) run system-deps lint typecheck pytest test faults lock clean bench bench-deps profile
 
 help:
 	@echo "make run           serve bastion on 127.0.0.1:8000 (data in ./.bastion)"
@@ -46,6 +46,7 @@ help:
 	@echo "make lint          ruff check"
 	@echo "make typecheck     mypy (config in pyproject.toml)"
 	@echo "make pytest        pytest -n 2, incl. browser tests; PYTEST_ARGS=... to pass more"
+	@echo "make faults        the whole fault suite (tests/faults) three times in a row; not in make test"
 	@echo "make lock          regenerate constraints.txt from a clean venv"
 	@echo "make bench         every target of docs/performance.md, side by side (~10 min;"
 	@echo "                   not part of make test); BENCH_ARGS=... for bench/run.py"
@@ -83,6 +84,17 @@ pytest: $(VENV_STAMP)
 	$(BIN)/pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
 
 test: system-deps $(VENV_STAMP) lint typecheck pytest
+
+# The whole fault suite (make test runs its reduced form): kill -9, SIGTERM, PostgreSQL and
+# Redis outages, full disks, slow clients and key rotation across two hosts, each checked
+# against the fault table of docs/operations.md. "Passes" means three runs in a row.
+FAULT_RUNS ?= 3
+
+faults: system-deps $(VENV_STAMP)
+	for run in $$(seq 1 $(FAULT_RUNS)); do \
+	  echo "== fault suite, run $$run of $(FAULT_RUNS)"; \
+	  BASTION_FAULTS=full $(BIN)/pytest -n 2 -p no:cacheprovider tests/faults $(PYTEST_ARGS); \
+	done
 
 # The benchmark: system tools (wrk, taskset, PostgreSQL) and bench/requirements.txt
 # (py-spy) installed into .venv for the bench only, never as runtime dependencies;
