@@ -4,6 +4,7 @@ to whatever asked for it; and it falls back to FastAPI where it cannot do that."
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -23,6 +24,7 @@ from bastion.dependencies import BearerToken, CurrentPrincipal, authenticated, p
 from bastion.routing import PolicyRoute
 from bastion.security.principal import Principal
 from bastion.security.tokens import access_token_claims
+from bastion.storage.deadlines import deadline_for
 from bastion.storage.migrate import upgrade_to_head
 from tests.conftest import FAST_HASHING, make_settings
 from tests.identity.helpers import bearer
@@ -221,3 +223,25 @@ async def test_an_included_policy_router_keeps_its_prefix_and_router_policy(
     assert response.json()["item"] == "1"
     # An included router's route is FastAPI's: its dependant carries the router's policy.
     assert policy_calls
+
+
+async def _two_deadlines() -> dict[str, bool]:
+    """Whether two units of work, 10 ms apart, would end at the same moment."""
+    first = deadline_for(time.monotonic(), 5.0)
+    await asyncio.sleep(0.01)
+    return {"shared": deadline_for(time.monotonic(), 5.0) == first}
+
+
+async def test_every_request_a_policy_route_serves_has_one_storage_deadline(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A login is two units of work: they share one deadline, so a frozen database answers
+    503 within the timeout, not twice it (issue 11, finding 3)."""
+    app.get("/deadline/public", dependencies=[public()])(_two_deadlines)
+    app.get("/deadline/unguarded")(_two_deadlines)  # no policy: still a PolicyRoute
+    router = APIRouter(route_class=PolicyRoute)
+    router.get("/deadline/included", dependencies=[public()])(_two_deadlines)
+    app.include_router(router)
+    for path in ("/deadline/public", "/deadline/unguarded", "/deadline/included"):
+        assert (await client.get(path)).json() == {"shared": True}, path
+    assert not (await _two_deadlines())["shared"]  # outside a request: a deadline per step

@@ -12,6 +12,10 @@ parameter that asked for the principal gets the one the policy verified, from th
 The route's own ``dependant`` is never changed, so OpenAPI and ``route_policy`` read the
 declarations as before. A route reached through an included router's context, or whose
 policy is overridden in ``app.dependency_overrides``, is served the ordinary way.
+
+Every request a ``PolicyRoute`` serves, policies and endpoint alike, has one storage deadline
+(``bastion.storage.deadlines``): its answer comes within ``BASTION_DATABASE_TIMEOUT`` of its
+first unit of work, however many it takes.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from bastion.dependencies import (
 from bastion.middleware.body_limit import BodyLimitMiddleware
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.security.principal import Principal
+from bastion.storage.deadlines import one_deadline
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 # The request, for an endpoint wrapper that needs it when the endpoint does not ask for it.
@@ -140,6 +145,14 @@ def _policy_handler(
     return handler
 
 
+def _with_one_deadline(handler: Handler) -> Handler:
+    async def handler_with_one_deadline(request: Request) -> Response:
+        with one_deadline():
+            return await handler(request)
+
+    return handler_with_one_deadline
+
+
 def _serves_included_context(route: APIRoute) -> bool:
     """FastAPI (0.165) builds an included router's per-include handler through the route's
     ``get_route_handler`` with this context variable set; its dependant carries the
@@ -172,8 +185,8 @@ class PolicyRoute(APIRoute):
 
     def get_route_handler(self) -> Handler:
         if _serves_included_context(self):
-            return super().get_route_handler()
-        return _guarded_handler(self, super().get_route_handler)
+            return _with_one_deadline(super().get_route_handler())
+        return _with_one_deadline(_guarded_handler(self, super().get_route_handler))
 
 
 def service_router(tag: str) -> APIRouter:

@@ -19,7 +19,9 @@ read-only statement on a handful of rows by key, without a session (the hottest 
 How each runs on SQLite is ``bastion.storage.sqlite``'s subject.
 
 A database that does not answer becomes ``StorageUnavailable`` (503) within
-``database_timeout`` seconds instead of a hang or a 500, for reads and writes alike.
+``database_timeout`` seconds instead of a hang or a 500, for reads and writes alike: within
+that many seconds of a request's first unit of work, however many it takes
+(``bastion.storage.deadlines``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 from sqlalchemy import Executable, Row, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -46,6 +49,7 @@ from sqlalchemy.ext.asyncio import (
 
 from bastion.config import Settings
 from bastion.storage import sqlite
+from bastion.storage.deadlines import deadline_for
 from bastion.storage.files import ensure_private_file
 from bastion.storage.outages import Outage, is_unavailable, outage_of
 
@@ -75,15 +79,29 @@ def _outages_as_unavailable() -> Iterator[None]:
         raise
 
 
+DEADLINE_EXCEEDED = Outage("database", "DeadlineExceeded")
+
+
 def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         return sqlite.writer_engine(url, timeout=timeout)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_pre_ping=True,
         pool_timeout=timeout,
         connect_args={"timeout": timeout, "command_timeout": timeout},
     )
+    engine.sync_engine.dialect.do_terminate = _terminate_at_once  # type: ignore[method-assign]
+    return engine
+
+
+def _terminate_at_once(dbapi_connection: DBAPIConnection) -> None:
+    """How the pool ends a connection it invalidated: at once. SQLAlchemy's asyncpg adapter
+    first tries a graceful close for up to 2 s, which a frozen or unreachable server never
+    answers; spent after a deadline ran out, it would make the 503 late by those 2 s. An
+    invalidated connection is broken or was interrupted mid-statement: there is nothing to
+    close gracefully."""
+    dbapi_connection.driver_connection.terminate()
 
 
 def create_reader_for(writer: AsyncEngine, *, timeout: float, scans: bool = False) -> AsyncEngine:
@@ -140,16 +158,38 @@ class Database:
     def backend(self) -> str:
         return self.engine.url.get_backend_name()
 
+    def _deadline(self) -> float:
+        """When the unit of work starting now must be done (event-loop time)."""
+        return deadline_for(asyncio.get_running_loop().time(), self.timeout)
+
+    @asynccontextmanager
+    async def _by_deadline(self, deadline: float) -> AsyncIterator[None]:
+        """The block is cancelled at ``deadline``: ``StorageUnavailable``, never a late
+        answer. Not on SQLite, whose statements run on the loop's thread or finish on
+        their own thread whatever happens to the awaiting task: there the waits bastion
+        controls (the write turn, the lock back-off) end at the deadline instead."""
+        if self._sqlite:
+            yield
+            return
+        try:
+            async with asyncio.timeout_at(deadline) as scope:
+                yield
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise StorageUnavailable(outage=DEADLINE_EXCEEDED) from None
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work that may write: commit at the end, roll back on any exception.
         On SQLite it holds the write lock from its first statement to its end."""
-        async with self._write_turn():
+        deadline = self._deadline()
+        async with self._by_deadline(deadline), self._write_turn(deadline):
             with _outages_as_unavailable():
                 async with AsyncExitStack() as stack:
-                    yield await self._begun(stack)
+                    yield await self._begun(stack, deadline)
 
-    async def _begun(self, stack: AsyncExitStack) -> AsyncSession:
+    async def _begun(self, stack: AsyncExitStack, deadline: float) -> AsyncSession:
         """A session whose transaction has begun, entered on ``stack``. On SQLite the begin
         takes the write lock, at once: while another process holds it, the wait is an
         asynchronous back-off here (up to the timeout), never a wait inside SQLite on the
@@ -160,7 +200,6 @@ class Database:
             await stack.enter_async_context(session.begin())
             return session
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
         pause = 0.001
         while True:
             attempt = AsyncExitStack()
@@ -182,13 +221,13 @@ class Database:
             return session
 
     @asynccontextmanager
-    async def _write_turn(self) -> AsyncIterator[None]:
-        """This process's turn to write (SQLite only), waited for at most the timeout."""
+    async def _write_turn(self, deadline: float) -> AsyncIterator[None]:
+        """This process's turn to write (SQLite only), waited for until ``deadline``."""
         if self._writers is None:
             yield
             return
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(deadline):
                 await self._writers.acquire()
         except TimeoutError:
             raise StorageUnavailable(outage=Outage("database", "WriteTurnTimeout")) from None
@@ -234,9 +273,10 @@ class Database:
     ) -> AsyncIterator[AsyncSession]:
         # No commit: there is nothing to commit. Closing the session ends PostgreSQL's
         # READ ONLY transaction; on SQLite there is none to end.
-        with _outages_as_unavailable():
-            async with self._session(sessions) as session:
-                yield session
+        async with self._by_deadline(self._deadline()):
+            with _outages_as_unavailable():
+                async with self._session(sessions) as session:
+                    yield session
 
     async def lookup(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
