@@ -21,10 +21,16 @@ from tests.servers.redis import RedisServer
 BACKENDS = ["sqlite", "postgresql"]
 
 
+# Not a setting of the service: which fault suite runs (tests/faults/conftest.py). It must
+# survive the clean-up below, or xdist's workers, started after it, never see it.
+FAULT_SUITE_VARIABLE = "BASTION_FAULTS"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # A developer's own BASTION_* variables must not leak into the tests.
     for name in [name for name in os.environ if name.startswith("BASTION_")]:
-        del os.environ[name]
+        if name != FAULT_SUITE_VARIABLE:
+            del os.environ[name]
 
 
 @pytest.fixture(scope="session")
