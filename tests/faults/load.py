@@ -69,7 +69,10 @@ class Answer:
     status: int | None
     error: str | None = None
     retry_after: str | None = None
+    sent: float = 0.0  # time.monotonic() when the request was sent
     at: float = 0.0  # time.monotonic() when the answer (or the error) came
+    # The answer itself, for the checks of tests.faults.checks (None after an error).
+    response: httpx.Response | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,9 @@ class Ledger:
     def transport_errors(self) -> list[Answer]:
         return [a for a in self.answers if a.status is None]
 
-    def since(self, moment: float) -> list[Answer]:
-        """The answers that came at or after ``moment`` (``time.monotonic()``)."""
-        return [a for a in self.answers if a.at >= moment]
+    def sent_between(self, start: float, end: float = float("inf")) -> list[Answer]:
+        """The answers to requests sent from ``start`` to ``end`` (``time.monotonic()``)."""
+        return [a for a in self.answers if start <= a.sent < end]
 
     def summary(self) -> str:
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses().items(), key=str))
@@ -142,16 +145,17 @@ class _Client:
         is not hammered)."""
         request_id = f"{self.username}-{next(self.sequence)}"
         headers = {"X-Request-ID": request_id, **options.pop("headers", {})}
+        sent = time.monotonic()
         try:
             response = self.load.http.request(method, path, headers=headers, **options)
         except httpx.TransportError as error:
             self.load.record(Answer(method, route, request_id, None, type(error).__name__,
-                                    at=time.monotonic()))
+                                    sent=sent, at=time.monotonic()))
             time.sleep(RETRY_PAUSE_SECONDS)
             return None
         self.load.record(Answer(method, route, request_id, response.status_code,
                                 retry_after=response.headers.get("retry-after"),
-                                at=time.monotonic()))
+                                sent=sent, at=time.monotonic(), response=response))
         if response.status_code >= 500:
             time.sleep(RETRY_PAUSE_SECONDS)
         return response
@@ -236,6 +240,7 @@ class Load:
         keep_alive: bool = True,
         timeout: float = 10.0,
         prefix: str | None = None,
+        local_address: str | None = None,
     ) -> None:
         self.base_url = base_url
         self.reads = reads
@@ -244,10 +249,12 @@ class Load:
         self.stopping = threading.Event()
         self.failures: list[BaseException] = []
         # One pool for every thread (httpx.Client is thread-safe); without keep-alive every
-        # request opens a connection of its own.
+        # request opens a connection of its own; from ``local_address`` when given (e.g.
+        # 127.0.0.2: another client address than the tests' usual 127.0.0.1).
         limits = httpx.Limits(max_connections=clients,
                               max_keepalive_connections=clients if keep_alive else 0)
-        self.http = httpx.Client(base_url=base_url, timeout=timeout, limits=limits)
+        transport = httpx.HTTPTransport(limits=limits, local_address=local_address)
+        self.http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
         self._clients = [_Client(self, number) for number in range(1, clients + 1)]
         self._threads = [threading.Thread(target=c.run, daemon=True) for c in self._clients]
 
