@@ -33,10 +33,11 @@ choices, each explained in docs/operations.md ("Server hardening"):
 from __future__ import annotations
 
 import asyncio
+import signal
 import ssl
 import sys
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 from typing import Any, TypedDict, Unpack
 
 import uvicorn
@@ -341,11 +342,22 @@ class ClosingMultiprocess(Multiprocess):
         super().terminate_all()
 
 
+def _interrupted(_signal: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(config: uvicorn.Config) -> None:
     """``uvicorn.run``'s two paths without reload: one process, or ``Multiprocess`` over a
     socket bound here; exits with uvicorn's start-up failure code when the server never
-    started."""
+    started, and 0 after a graceful stop (SIGTERM or SIGINT).
+
+    uvicorn's server, once shut down, raises again the signal that stopped it, with the
+    handler that was there before it ran: Python's default for SIGTERM ends the process
+    "killed by SIGTERM" (status 143, a failure to docker and Kubernetes) although every
+    request was answered, while ``--workers``' supervisor returns and exits 0. So SIGTERM
+    is handled here as SIGINT is by default: a ``KeyboardInterrupt``, the end of serving."""
     server = uvicorn.Server(config)
+    previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
         if config.workers > 1:
             socket = config.bind_socket()
@@ -355,6 +367,8 @@ def serve(config: uvicorn.Config) -> None:
             server.run()
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not server.started and config.workers == 1:
         sys.exit(STARTUP_FAILURE)
 
