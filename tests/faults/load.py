@@ -277,10 +277,14 @@ class Load:
         assert not self.failures, f"a load client failed: {self.failures[0]!r}"
         return self.ledger
 
-    def wait_for_notes(self, count: int, timeout: float = 30.0) -> None:
-        """Until ``count`` notes are acknowledged in all (so the fault strikes mid-load)."""
+    def wait_for_notes(self, count: int, timeout: float = 30.0, *, every_client: bool = False
+                       ) -> None:
+        """Until ``count`` notes are acknowledged in all (so the fault strikes mid-load), and
+        with ``every_client`` until each client has written one (all are signed in)."""
         deadline = time.monotonic() + timeout
-        while len(self.ledger.notes) < count:
+        while len(self.ledger.notes) < count or (
+            every_client and not all(client.written for client in self._clients)
+        ):
             assert time.monotonic() < deadline, f"load too slow: {self.ledger.summary()}"
             time.sleep(0.02)
 
