@@ -29,6 +29,7 @@ async def test_readiness_follows_redis_and_recovers(tmp_path: Path, own_redis: R
         down = await client.get("/health/ready")
         assert down.status_code == 503
         assert down.headers["content-type"] == "application/problem+json"
+        assert down.json()["checks"] == {"database": "ok", "redis": "unavailable"}
         assert time.monotonic() - started < 5
         assert (await client.get("/health/live")).status_code == 200
         own_redis.start()
@@ -49,7 +50,9 @@ async def test_the_app_starts_with_redis_down_and_restores_when_it_returns(
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
     ):
         assert (await client.get("/health/live")).status_code == 200
-        assert (await client.get("/health/ready")).status_code == 503
+        starting = await client.get("/health/ready")
+        assert starting.status_code == 503
+        assert starting.json()["checks"]["redis"] == "unavailable"
         own_redis.start()
         assert (await client.get("/health/ready")).status_code == 200
 

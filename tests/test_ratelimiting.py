@@ -285,10 +285,26 @@ async def test_a_route_declares_its_own_quota(start: Start) -> None:
 
 
 async def test_head_and_get_share_one_count(start: Start) -> None:
+    app, client = await start(rate_limit_default="2/minute")
+
+    @app.api_route("/both", methods=["GET", "HEAD"], dependencies=[public()])
+    async def both() -> dict[str, str]:
+        return {"status": "ok"}
+
+    assert (await client.head("/both")).status_code == 200
+    assert (await client.get("/both")).status_code == 200
+    assert (await client.head("/both")).status_code == 429
+
+
+async def test_the_probes_are_never_metered(start: Start) -> None:
+    """Orchestrators call them freely; readiness must say which dependency is down, not
+    fail at the quota."""
     _, client = await start(rate_limit_default="2/minute")
-    assert (await client.head("/health/ready")).status_code == 200
-    assert (await client.get("/health/ready")).status_code == 200
-    assert (await client.head("/health/ready")).status_code == 429
+    for path in ("/health/live", "/health/ready"):
+        for _ in range(5):
+            response = await client.get(path)
+            assert response.status_code == 200, (path, response.text)
+            assert "ratelimit" not in response.headers
 
 
 async def test_routers_included_under_prefixes_count_apart(start: Start) -> None:

@@ -25,7 +25,7 @@ from bastion.problems import (
     status_phrase,
 )
 from bastion.storage import StorageUnavailable
-from bastion.storage.outages import OutageReports
+from bastion.storage.outages import Outage, OutageReports
 
 
 class DomainError(Exception):
@@ -124,8 +124,11 @@ class ProblemResponse(Response):
         *,
         errors: list[FieldError] | None = None,
         headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
-        document = problem_document(status, detail, request_id_of(request.scope), errors=errors)
+        document = problem_document(
+            status, detail, request_id_of(request.scope), errors=errors, extensions=extensions
+        )
         super().__init__(render_problem(document), status_code=status, headers=headers)
 
 
@@ -182,14 +185,24 @@ async def _domain_problem(request: Request, exc: Exception) -> Response:
 _outage_reports = OutageReports()
 
 
-async def _unavailable_problem(request: Request, exc: Exception) -> Response:
+def unavailable_response(
+    request: Request, outage: Outage, *, extensions: Mapping[str, Any] | None = None
+) -> Response:
     """503 with ``Retry-After``; the cause goes to the log (``storage_unavailable``), once
     per cause per interval, never to the client."""
-    assert isinstance(exc, StorageUnavailable)  # noqa: S101 (registered for this type)
-    _outage_reports.report(exc.outage, request_id=request_id_of(request.scope))
+    _outage_reports.report(outage, request_id=request_id_of(request.scope))
     return ProblemResponse(
-        request, 503, UNAVAILABLE_DETAIL, headers={"Retry-After": RETRY_AFTER_UNAVAILABLE}
+        request,
+        503,
+        UNAVAILABLE_DETAIL,
+        headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+        extensions=extensions,
     )
+
+
+async def _unavailable_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageUnavailable)  # noqa: S101 (registered for this type)
+    return unavailable_response(request, exc.outage)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -6,6 +6,7 @@ SQL, no path, no submitted value. ``detail`` is always a fixed sentence chosen b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, TypedDict
 
@@ -30,10 +31,17 @@ def status_phrase(status: int) -> str:
 
 
 def problem_document(
-    status: int, detail: str, request_id: str | None, *, errors: list[FieldError] | None = None
+    status: int,
+    detail: str,
+    request_id: str | None,
+    *,
+    errors: list[FieldError] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every problem is ``about:blank`` titled by its status: the status and ``detail`` say
-    all a client needs, and no problem type URI has to be kept alive."""
+    all a client needs, and no problem type URI has to be kept alive. ``extensions`` are
+    RFC 9457 extension members chosen by bastion's code (readiness's ``checks``), never
+    input."""
     document: dict[str, Any] = {
         "type": "about:blank",
         "title": status_phrase(status),
@@ -43,6 +51,8 @@ def problem_document(
     }
     if errors is not None:
         document["errors"] = errors
+    if extensions:
+        document.update(extensions)
     return document
 
 

@@ -263,17 +263,19 @@ async def test_the_default_quota_counts_down_then_answers_429_per_route_template
         # Still refused: a refusal is not a request that frees anything.
         assert_rate_limited(await client.get(LIMITED_ROUTE), "default", SMALL_QUOTA, WINDOW)
 
-        # Another route has a quota of its own for the same client.
-        ready = await client.get("/health/ready")
-        assert ready.status_code == 200, ready.text
-        assert policy_of(ready) == ("default", SMALL_QUOTA, WINDOW)
-        assert remaining_of(ready) == SMALL_QUOTA - 1
+        # Another route has a quota of its own for the same client (refused unauthenticated,
+        # and counted all the same).
+        unauthenticated = await client.get("/auth/me")
+        assert unauthenticated.status_code == 401, unauthenticated.text
+        assert policy_of(unauthenticated) == ("default", SMALL_QUOTA, WINDOW)
+        assert remaining_of(unauthenticated) == SMALL_QUOTA - 1
 
-        # Liveness is never limited, and says nothing about quotas.
+        # The probes are never limited, and say nothing about quotas.
         for _ in range(3 * SMALL_QUOTA):
-            live = await client.get("/health/live")
-            assert live.status_code == 200, live.text
-            assert_not_limited(live)
+            for probe in ("/health/live", "/health/ready"):
+                answer = await client.get(probe)
+                assert answer.status_code == 200, answer.text
+                assert_not_limited(answer)
 
     # Another client address is another client: its quota on the same route is whole.
     async with client_from(server, BYSTANDER) as other:
@@ -583,8 +585,10 @@ async def test_without_redis_login_fails_closed_and_everything_recovers(
                 # Login is refused whatever the setting: counting it is the protection.
                 token = await client.post("/auth/token", data=password_form(username))
                 assert_unavailable(token, PASSWORD, own_redis.url)
+                # Readiness alone names the dependency that is down, for the operator.
                 ready = await client.get("/health/ready")
-                assert_unavailable(ready, own_redis.url)
+                assert_problem(ready, 503, own_redis.url)
+                assert ready.json()["checks"] == {"database": "ok", "redis": "unavailable"}
                 live = await client.get("/health/live")
                 assert live.status_code == 200, live.text
                 assert_not_limited(live)

@@ -110,6 +110,7 @@ async def test_an_unreachable_database_gives_503_problems_not_hangs(
     await app.state.bastion.database.dispose()
     await _let_aiosqlite_threads_finish()
     assert time.monotonic() - started < 10
+    assert ready.json()["checks"] == {"database": "unavailable"}
     for response in (ready, write, read):
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"

@@ -8,10 +8,9 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from bastion.dependencies import AppDatabase, public
-from bastion.ratelimiting import RATE_LIMITED_RESPONSES
+from bastion.errors import unavailable_response
 from bastion.routing import PolicyRoute
 from bastion.services import services_of
-from bastion.storage import StorageUnavailable
 from bastion.storage.outages import Outage
 
 router = APIRouter(prefix="/health", tags=["operations"], route_class=PolicyRoute)
@@ -23,10 +22,13 @@ class HealthStatus(BaseModel):
 
 # HEAD (used by some load balancers) gets its own undocumented route: one route with both
 # methods would give the OpenAPI document a duplicate operation id.
-# Liveness is not rate limited: it must answer whatever happens to the rate-limit store, or
-# an orchestrator would restart healthy processes during a Redis outage.
+# Neither probe is rate limited: orchestrators and load balancers call them freely, and they
+# must answer whatever happens to the rate-limit store: liveness, or an orchestrator would
+# restart healthy processes during a Redis outage; readiness, to say which dependency is
+# down rather than fail at the quota. Readiness costs a ``SELECT 1`` and a ``PING``.
 # Probes call it often and the answer never changes: the body is encoded once, here.
 _LIVE_BODY = HealthStatus(status="ok").model_dump_json().encode()
+_READY_BODY = _LIVE_BODY
 
 
 @router.head("/live", include_in_schema=False, dependencies=[public(rate_limit=None)])
@@ -36,27 +38,43 @@ async def live() -> Response:
     return Response(_LIVE_BODY, media_type="application/json")
 
 
-@router.head("/ready", include_in_schema=False, dependencies=[public()])
+# What the readiness probe's 503 says of each dependency, under ``checks``: which one to
+# look at. Only the names of the service's own dependencies, never an address or an error.
+OK, UNAVAILABLE, STARTING = "ok", "unavailable", "starting"
+READINESS_503 = {
+    "description": (
+        "the database or Redis does not answer; `checks` names each dependency's state, "
+        'e.g. `{"database": "ok", "redis": "unavailable"}` (`redis` only when configured; '
+        '`"starting"` while start-up work waits for the database)'
+    ),
+}
+
+
+@router.head("/ready", include_in_schema=False, dependencies=[public(rate_limit=None)])
 @router.get(
     "/ready",
-    responses={
-        503: {"description": "the database or Redis does not answer"},
-        **RATE_LIMITED_RESPONSES,
-    },
-    dependencies=[public()],
+    responses={503: READINESS_503},
+    dependencies=[public(rate_limit=None)],
+    response_model=HealthStatus,
 )
-async def ready(database: AppDatabase, request: Request) -> HealthStatus:
+async def ready(database: AppDatabase, request: Request) -> Response:
     """The database (and Redis, when configured) answer; a 503 tells a load balancer to
-    send traffic elsewhere."""
+    send traffic elsewhere, and its ``checks`` tell the operator which dependency is down."""
     services = services_of(request.app)
+    uses_redis = services.settings.redis_url is not None
     if not services.keys.available:  # start-up work still waits for the database
-        raise StorageUnavailable(outage=Outage("database", "StartUpIncomplete"))
-    authenticator = services.authenticator
-    database_ok, revocations_ok = await asyncio.gather(
-        database.ping(), authenticator.revocations.ping()
+        checks = {"database": STARTING, **({"redis": OK} if uses_redis else {})}
+        if uses_redis and not await services.authenticator.revocations.ping():
+            checks["redis"] = UNAVAILABLE
+        outage = Outage("database", "StartUpIncomplete")
+        return unavailable_response(request, outage, extensions={"checks": checks})
+    database_ok, redis_ok = await asyncio.gather(
+        database.ping(), services.authenticator.revocations.ping()
     )
-    if not database_ok:
-        raise StorageUnavailable(outage=Outage("database", "ReadinessProbeFailed"))
-    if not revocations_ok:
-        raise StorageUnavailable(outage=Outage("redis", "ReadinessProbeFailed"))
-    return HealthStatus(status="ok")
+    if database_ok and redis_ok:
+        return Response(_READY_BODY, media_type="application/json")
+    checks = {"database": OK if database_ok else UNAVAILABLE}
+    if uses_redis:
+        checks["redis"] = OK if redis_ok else UNAVAILABLE
+    outage = Outage("database" if not database_ok else "redis", "ReadinessProbeFailed")
+    return unavailable_response(request, outage, extensions={"checks": checks})
