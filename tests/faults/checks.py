@@ -12,7 +12,12 @@ from typing import Any
 
 import httpx
 
-from tests.faults.table import FaultRow
+from tests.faults.load import Ledger
+from tests.faults.table import OPERATIONS, FaultRow
+from tests.identity.helpers import PASSWORD
+
+# What a statement, or SQLAlchemy's text of a failed one, looks like in a log.
+STATEMENT_MARKERS = ("SELECT ", "INSERT INTO", "UPDATE ", "DELETE FROM", "[SQL:", "[parameters:")
 
 
 def where(response: httpx.Response) -> str:
@@ -47,3 +52,22 @@ def logged(row: FaultRow, records: Iterable[Mapping[str, Any]]) -> list[Mapping[
     found = [record for record in records if record.get("event") == row.log_event]
     assert found, f"{row.fault}: no {row.log_event!r} in the log"
     return found
+
+
+def row_names(row: FaultRow, word: str) -> bool:
+    """Whether the row's line in docs/operations.md names ``word`` as a code span (an error
+    class, a SQLSTATE): the causes its log cell lists."""
+    prefix = f"| `{row.fault}`"
+    lines = [line for line in OPERATIONS.read_text(encoding="utf-8").splitlines()
+             if line.startswith(prefix)]
+    assert len(lines) == 1, (row.fault, lines)
+    return f"`{word}`" in lines[0]
+
+
+def assert_no_statement_logged(log_text: str, ledger: Ledger, *secrets: str) -> None:
+    """The log holds no statement and none of the load's parameters: no note it wrote, no
+    password, nor any of ``secrets``."""
+    for marker in (*STATEMENT_MARKERS, PASSWORD, *secrets):
+        assert marker not in log_text, f"{marker!r} in the server log"
+    leaked = [note.id for note in ledger.notes if note.body in log_text or note.title in log_text]
+    assert not leaked, f"{len(leaked)} notes' text in the server log: {leaked[:3]}"
