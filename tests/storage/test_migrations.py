@@ -74,6 +74,23 @@ async def test_the_note_search_migration_downgrades_and_upgrades_again(app: Fast
     assert {"size_bytes", "ix_notes_owner_id_size_bytes", *expected} <= upgraded
 
 
+async def test_the_idempotency_key_migration_downgrades_and_upgrades_again(
+    app: FastAPI,
+) -> None:
+    def tables_down_and_up(connection: Any) -> tuple[set[str], set[str]]:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+        after_downgrade = set(inspect(connection).get_table_names())
+        command.upgrade(config, "head")
+        return after_downgrade, set(inspect(connection).get_table_names())
+
+    async with app.state.bastion.database.engine.begin() as connection:
+        downgraded, upgraded = await connection.run_sync(tables_down_and_up)
+    assert "idempotency_keys" not in downgraded
+    assert upgraded == downgraded | {"idempotency_keys"}
+
+
 def _note_objects(connection: Any) -> set[str]:
     """The notes table's columns and indexes, and every table's name."""
     inspector = inspect(connection)

@@ -3,15 +3,22 @@
 Every route declares its permission through the principal it takes (``NotesReader``,
 ``NotesWriter``); object-level rules live in ``VisibleNote`` and ``OwnedNote``, which
 answer 404 before the route runs.
+
+The two creating routes take an ``Idempotency-Key`` (``bastion.idempotency``) through
+``KeyClaim``, their first parameter: FastAPI solves dependencies in the order declared, so
+the key is claimed in its own transaction before ``DbSession`` (or ``OwnedNote``) begins
+the write's, and released after that transaction has ended if anything failed.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Query, Response
+from fastapi import Depends, Query, Request, Response
 
 from bastion.dependencies import AppDatabase, DbSession, require
+from bastion.idempotency import Claim, IdempotencyKeyHeader, claimed, with_key_responses
 from bastion.middleware.body_limit import SMALL_BODY_BYTES
 from bastion.notes import listing, service
 from bastion.notes.dependencies import (
@@ -35,7 +42,7 @@ from bastion.notes.views import view_of
 from bastion.notes.visibility import Viewer
 from bastion.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from bastion.routing import service_router
-from bastion.services import AppServices
+from bastion.services import AppServices, services_of
 
 router = service_router("notes")
 
@@ -50,23 +57,42 @@ _OVER_QUOTA: Responses = {
         "BASTION_NOTES_MAX_BYTES bytes (UTF-8 titles and sanitized bodies); nothing is stored."
     }
 }
+_INVALID: Responses = {422: {"description": "Invalid input; see errors."}}
+
+
+async def _key_claim(
+    request: Request, principal: NotesWriter, idempotency_key: IdempotencyKeyHeader = None
+) -> AsyncIterator[Claim]:
+    async with claimed(
+        services_of(request.app).database, request, idempotency_key, user_id=principal.user_id
+    ) as claim:
+        yield claim
+
+
+KeyClaim = Annotated[Claim, Depends(_key_claim, scope="function")]
+"""The request's hold on its Idempotency-Key (none without the header); declared first."""
 
 
 @router.post(
     "/notes",
     status_code=201,
-    responses={**_DENIED, **_OVER_QUOTA, 422: {}},
+    response_model=NotePublic,
+    responses=with_key_responses(201, {**_DENIED, **_OVER_QUOTA, **_INVALID}),
     max_body_size=NOTE_BODY_BYTES,
 )
 async def create_note(
+    claim: KeyClaim,
     body: NoteCreate,
     principal: NotesWriter,
     session: DbSession,
     services: AppServices,
     response: Response,
-) -> NotePublic:
+) -> NotePublic | Response:
     """Create a note. The body is sanitized HTML (no script, event handlers or
-    ``javascript:`` URLs) before it is stored; 409 when it would not fit the caller's limits."""
+    ``javascript:`` URLs) before it is stored; 409 when it would not fit the caller's limits.
+    With an ``Idempotency-Key``, a retry within 24 h gets the first answer again."""
+    if claim.replay is not None:
+        return claim.replay
     note = await service.create_note(
         session,
         owner=Viewer.of(principal),
@@ -74,7 +100,7 @@ async def create_note(
         quota=NoteQuota.of(services.settings),
     )
     response.headers["Location"] = f"/notes/{note.id}"
-    return note
+    return await claim.answer(session, note, status_code=201, response=response)
 
 
 @router.get("/notes", responses={**_DENIED, 400: {}, 422: {}})
@@ -148,14 +174,24 @@ async def delete_note(note: OwnedNote, session: DbSession) -> None:
 
 
 @router.post(
-    "/notes/{note_id}/shares", responses={**_DENIED, **_NOT_FOUND, 422: {}},
+    "/notes/{note_id}/shares",
+    response_model=NotePublic,
+    responses=with_key_responses(200, {**_DENIED, **_NOT_FOUND, **_INVALID}),
     max_body_size=SMALL_BODY_BYTES,
 )
 async def share_note(
-    note: OwnedNote, body: ShareCreate, principal: NotesWriter, session: DbSession
-) -> NotePublic:
+    claim: KeyClaim,
+    note: OwnedNote,
+    body: ShareCreate,
+    principal: NotesWriter,
+    session: DbSession,
+    response: Response,
+) -> NotePublic | Response:
     """Give another user read access to a note the caller owns. Idempotent: sharing again
     answers the same. An unknown username, or the owner's own, is a 422."""
-    return await service.share_note(
+    if claim.replay is not None:
+        return claim.replay
+    shared = await service.share_note(
         session, note=note, username=body.username, viewer=Viewer.of(principal)
     )
+    return await claim.answer(session, shared, status_code=200, response=response)

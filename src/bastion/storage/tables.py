@@ -221,6 +221,34 @@ class NoteShare(Base):
     __table_args__ = (Index("ix_note_shares_user_id", "user_id"),)
 
 
+class IdempotencyRecord(Base):
+    """One ``Idempotency-Key`` of one user: claimed while its request is in flight, then the
+    response of the write it made, recorded in that write's own transaction (so a response
+    is here if and only if the write committed). ``bastion.idempotency`` is its one user.
+
+    In flight while ``completed_at`` is NULL; a claim whose ``lease_expires_at`` has passed
+    was abandoned (a crash) and may be taken over. Only the holder of ``claim_id`` may
+    complete or release it. Rows older than 24 h are no longer answered and are purged."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 (hex) of the method, the path and the raw body bytes of the first request.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    claim_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    created_at: Mapped[datetime]
+    lease_expires_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
+    response_body: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+
 class ServiceSecret(Base):
     """Server-side secrets every process must share (e.g. the pagination-cursor key)."""
 
