@@ -19,9 +19,7 @@ What the tests check is each fault's row of docs/operations.md (``expected``).
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +39,9 @@ from tests.faults.checks import (
     row_names,
 )
 from tests.faults.load import ROOMY_LIMITS_ENV, Ledger, Load, verify
+from tests.faults.probe import Prober, prober
 from tests.faults.table import FaultRow, expected
-from tests.identity.helpers import PASSWORD, account_form, bearer, password_form
+from tests.identity.helpers import PASSWORD
 from tests.servers.freeze import frozen
 from tests.servers.postgres import PostgresServer
 
@@ -77,62 +76,11 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             yield Deployment(postgres, server)
 
 
-@dataclass
-class Prober:
-    """One account of the test's own and a client whose timeout is the bound: each request
-    either answers within it or fails the test as a hang."""
-
-    client: httpx.Client
-    username: str
-    token: str = ""
-
-    def timed(self, method: str, path: str, **options: Any) -> tuple[httpx.Response, float]:
-        started = time.monotonic()
-        try:
-            response = self.client.request(method, path, **options)
-        except httpx.TimeoutException:
-            pytest.fail(f"{method} {path}: no answer within {BOUND_SECONDS} s (a hang)")
-        return response, time.monotonic() - started
-
-    def login(self) -> tuple[httpx.Response, float]:
-        return self.timed("POST", "/auth/token", data=password_form(self.username))
-
-    def write(self) -> tuple[httpx.Response, float]:
-        note = {"title": "probe", "body": f"probe {uuid.uuid4().hex}"}
-        return self.timed("POST", "/notes", json=note, headers=bearer(self.token))
-
-    def me(self) -> tuple[httpx.Response, float]:
-        return self.timed("GET", "/auth/me", headers=bearer(self.token))
-
-    def ready(self) -> tuple[httpx.Response, float]:
-        return self.timed("GET", "/health/ready")
-
-    def assert_serves(self) -> None:
-        """A login, a write and /auth/me all succeed: the service is back."""
-        response, _ = self.login()
-        assert response.status_code == 200, response.text
-        self.token = response.json()["access_token"]
-        assert self.write()[0].status_code == 201
-        assert self.me()[0].status_code == 200
-
-
-@contextlib.contextmanager
-def prober(server: LiveServer) -> Iterator[Prober]:
-    with server.client(timeout=BOUND_SECONDS) as client:
-        username = f"probe-{uuid.uuid4().hex[:8]}"
-        registered = client.post("/auth/register", json=account_form(username))
-        assert registered.status_code == 201, registered.text
-        probe = Prober(client, username)
-        probe.assert_serves()
-        yield probe
-
-
-def assert_refused_in_time(row: FaultRow, answer: tuple[httpx.Response, float]) -> None:
+def assert_refused_in_time(row: FaultRow, probe: Prober, response: httpx.Response) -> None:
     """A 503 problem as the row says (``Retry-After``), within the bound."""
-    response, elapsed = answer
     assert_problem(response, 503, PASSWORD)
     assert_answer(row, response)
-    assert elapsed <= BOUND_SECONDS, (response.request.url.path, round(elapsed, 2))
+    assert probe.elapsed <= BOUND_SECONDS, (response.request.url.path, round(probe.elapsed, 2))
 
 
 def assert_load_as_documented(row: FaultRow, ledger: Ledger, recovered_at: float) -> None:
@@ -169,22 +117,23 @@ def stop_and_restart_under_load(
     row = expected("postgres-stopped")
     postgres, server = deployment.postgres, deployment.server
     pid = server.process.pid
-    with prober(server) as probe, Load(
+    with prober(server, BOUND_SECONDS) as probe, Load(
         server.base_url, clients=clients, reads=True, timeout=BOUND_SECONDS
     ) as load:
+        token = probe.token()
         load.wait_for_notes(NOTES_BEFORE_THE_FAULT)
         for _ in range(cycles):
             postgres.stop()  # fast shutdown: open connections are terminated (57P01)
             outage_ends = time.monotonic() + outage_seconds
-            assert_readiness(row, probe.ready()[0])
-            assert_refused_in_time(row, probe.login())
-            assert_refused_in_time(row, probe.write())
-            assert_answer(row, probe.timed("GET", "/health/live")[0])
+            assert_readiness(row, probe.ready())
+            assert_refused_in_time(row, probe, probe.login())
+            assert_refused_in_time(row, probe, probe.write(token))
+            assert_answer(row, probe.live())
             time.sleep(max(outage_ends - time.monotonic(), 0))
-            assert_readiness(row, probe.ready()[0])  # still out, however long it takes
+            assert_readiness(row, probe.ready())  # still out, however long it takes
 
             postgres.start()  # same data directory, same port
-            ready_again(probe.client)
+            ready_again(probe.http)
             recovered_at = time.monotonic()
             probe.assert_serves()
             load.wait_for_notes(len(load.ledger.notes) + NOTES_AFTER_RECOVERY)
@@ -216,25 +165,25 @@ def freeze_under_load(
 ) -> None:
     row = expected("postgres-frozen")
     postgres, server = deployment.postgres, deployment.server
-    with prober(server) as probe, Load(
+    with prober(server, BOUND_SECONDS) as probe, Load(
         server.base_url, clients=clients, reads=True, timeout=BOUND_SECONDS
     ) as load:
+        token = probe.token()
         load.wait_for_notes(NOTES_BEFORE_THE_FAULT)
         timings: dict[str, list[float]] = {}
         with frozen(postgres):
             for _ in range(rounds):
-                for name, answer in (
-                    ("login", probe.login()),
-                    ("write", probe.write()),
-                    ("me", probe.me()),
+                for name, request in (
+                    ("login", probe.login),
+                    ("write", lambda: probe.write(token)),
+                    ("me", lambda: probe.me(token)),
                 ):
-                    assert_refused_in_time(row, answer)
-                    timings.setdefault(name, []).append(round(answer[1], 2))
-                ready, elapsed = probe.ready()
-                assert_readiness(row, ready)
-                assert elapsed <= BOUND_SECONDS, elapsed
-                assert_answer(row, probe.timed("GET", "/health/live")[0])
-        ready_again(probe.client)
+                    assert_refused_in_time(row, probe, request())
+                    timings.setdefault(name, []).append(round(probe.elapsed, 2))
+                assert_readiness(row, probe.ready())
+                assert probe.elapsed <= BOUND_SECONDS, probe.elapsed
+                assert_answer(row, probe.live())
+        ready_again(probe.http)
         recovered_at = time.monotonic()
         probe.assert_serves()
         load.wait_for_notes(len(load.ledger.notes) + NOTES_AFTER_RECOVERY)
