@@ -38,9 +38,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import Header, Request, Response
+from fastapi import Request, Response
 from pydantic import BaseModel
 from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -75,16 +75,22 @@ REUSED_MESSAGE = (
     "body); use a new key for a new request."
 )
 
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias=HEADER,
-        description="Makes a retry safe (IETF httpapi Idempotency-Key draft): the same key "
-        "and body within 24 h answer the first response again, with "
-        f"`{REPLAYED_HEADER}: true`, instead of creating again. 1-255 visible ASCII "
-        "characters, or a quoted string (the draft's sf-string); per user.",
-    ),
-]
+# The header as OpenAPI describes it (``openapi_extra`` of the route): it is read from the
+# request only by ``claimed``, so a request without it pays for no parameter of its own.
+KEY_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1},
+            "description": "Makes a retry safe (IETF httpapi Idempotency-Key draft): the same "
+            "key and body within 24 h answer the first response again, with "
+            f"`{REPLAYED_HEADER}: true`, instead of creating again. 1-255 visible ASCII "
+            "characters, or a quoted string (the draft's sf-string); per user.",
+        }
+    ]
+}
 
 Responses = dict[int | str, dict[str, Any]]
 _PROBLEM: dict[str, Any] = {"application/problem+json": {}}
@@ -189,10 +195,9 @@ class KeyedRequest:
     fingerprint: str
 
     @classmethod
-    async def of(cls, request: Request, *, user_id: str) -> KeyedRequest:
-        """The request's key (exactly one ``Idempotency-Key`` field, else 400) and its
-        fingerprint over the raw body, as read (and kept) by FastAPI."""
-        values = request.headers.getlist(HEADER)
+    async def of(cls, request: Request, values: list[str], *, user_id: str) -> KeyedRequest:
+        """The request's key, from its ``Idempotency-Key`` field ``values`` (exactly one,
+        else 400), and its fingerprint over the raw body, as read (and kept) by FastAPI."""
         if len(values) != 1:
             raise BadRequest(MALFORMED_DETAIL)
         return cls(
@@ -407,15 +412,16 @@ UNKEYED = Claim()
 
 
 @asynccontextmanager
-async def claimed(
-    database: Database, request: Request, header: str | None, *, user_id: str
-) -> AsyncIterator[Claim]:
-    """The request's claim for as long as the route runs and its transaction commits;
-    released if anything fails (a refusal, a validation error, a failed commit)."""
-    if header is None:
+async def claimed(database: Database, request: Request, *, user_id: str) -> AsyncIterator[Claim]:
+    """The request's claim on its ``Idempotency-Key`` (``UNKEYED`` without one) for as long
+    as the route runs and its transaction commits; released if anything fails in between
+    (a refusal, a validation error, a commit that failed). Enter it before the write's
+    transaction begins."""
+    values = request.headers.getlist(HEADER)
+    if not values:
         yield UNKEYED
         return
-    keyed = await KeyedRequest.of(request, user_id=user_id)
+    keyed = await KeyedRequest.of(request, values, user_id=user_id)
     outcome = await claim_key(database, keyed)
     if isinstance(outcome, RecordedResponse):
         yield Claim(replay=outcome.response(replayed=True))

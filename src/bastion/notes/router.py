@@ -4,10 +4,13 @@ Every route declares its permission through the principal it takes (``NotesReade
 ``NotesWriter``); object-level rules live in ``VisibleNote`` and ``OwnedNote``, which
 answer 404 before the route runs.
 
-The two creating routes take an ``Idempotency-Key`` (``bastion.idempotency``) through
-``KeyClaim``, their first parameter: FastAPI solves dependencies in the order declared, so
-the key is claimed in its own transaction before ``DbSession`` (or ``OwnedNote``) begins
-the write's, and released after that transaction has ended if anything failed.
+The two creating routes take an ``Idempotency-Key`` (``bastion.idempotency``): the key is
+claimed in a transaction of its own before the write's begins, and released after the
+write's has ended if anything failed. ``POST /notes`` does both in the route, around its
+own transaction, so a request without the header costs no more than before. A share checks
+its note (``OwnedNote``, in the write's transaction) before the body is validated, so its
+claim is a dependency, ``KeyClaim``, declared first: FastAPI solves dependencies in the
+order declared, and a function-scoped one ends after those that follow it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request, Response
 
 from bastion.dependencies import AppDatabase, DbSession, require
-from bastion.idempotency import Claim, IdempotencyKeyHeader, claimed, with_key_responses
+from bastion.idempotency import KEY_OPENAPI, Claim, claimed, with_key_responses
 from bastion.middleware.body_limit import SMALL_BODY_BYTES
 from bastion.notes import listing, service
 from bastion.notes.dependencies import (
@@ -60,17 +63,15 @@ _OVER_QUOTA: Responses = {
 _INVALID: Responses = {422: {"description": "Invalid input; see errors."}}
 
 
-async def _key_claim(
-    request: Request, principal: NotesWriter, idempotency_key: IdempotencyKeyHeader = None
-) -> AsyncIterator[Claim]:
-    async with claimed(
-        services_of(request.app).database, request, idempotency_key, user_id=principal.user_id
-    ) as claim:
+async def _key_claim(request: Request, principal: NotesWriter) -> AsyncIterator[Claim]:
+    database = services_of(request.app).database
+    async with claimed(database, request, user_id=principal.user_id) as claim:
         yield claim
 
 
 KeyClaim = Annotated[Claim, Depends(_key_claim, scope="function")]
-"""The request's hold on its Idempotency-Key (none without the header); declared first."""
+"""The request's hold on its Idempotency-Key (none without the header), taken before any
+dependency that follows it begins the write's transaction."""
 
 
 @router.post(
@@ -78,29 +79,33 @@ KeyClaim = Annotated[Claim, Depends(_key_claim, scope="function")]
     status_code=201,
     response_model=NotePublic,
     responses=with_key_responses(201, {**_DENIED, **_OVER_QUOTA, **_INVALID}),
+    openapi_extra=KEY_OPENAPI,
     max_body_size=NOTE_BODY_BYTES,
 )
 async def create_note(
-    claim: KeyClaim,
+    request: Request,
     body: NoteCreate,
     principal: NotesWriter,
-    session: DbSession,
     services: AppServices,
     response: Response,
 ) -> NotePublic | Response:
     """Create a note. The body is sanitized HTML (no script, event handlers or
     ``javascript:`` URLs) before it is stored; 409 when it would not fit the caller's limits.
     With an ``Idempotency-Key``, a retry within 24 h gets the first answer again."""
-    if claim.replay is not None:
-        return claim.replay
-    note = await service.create_note(
-        session,
-        owner=Viewer.of(principal),
-        data=body,
-        quota=NoteQuota.of(services.settings),
-    )
-    response.headers["Location"] = f"/notes/{note.id}"
-    return await claim.answer(session, note, status_code=201, response=response)
+    database = services.database
+    async with claimed(database, request, user_id=principal.user_id) as claim:
+        if claim.replay is not None:
+            return claim.replay
+        # One transaction, committed before the response is sent (as ``DbSession``'s).
+        async with database.transaction() as session:
+            note = await service.create_note(
+                session,
+                owner=Viewer.of(principal),
+                data=body,
+                quota=NoteQuota.of(services.settings),
+            )
+            response.headers["Location"] = f"/notes/{note.id}"
+            return await claim.answer(session, note, status_code=201, response=response)
 
 
 @router.get("/notes", responses={**_DENIED, 400: {}, 422: {}})
@@ -177,6 +182,7 @@ async def delete_note(note: OwnedNote, session: DbSession) -> None:
     "/notes/{note_id}/shares",
     response_model=NotePublic,
     responses=with_key_responses(200, {**_DENIED, **_NOT_FOUND, **_INVALID}),
+    openapi_extra=KEY_OPENAPI,
     max_body_size=SMALL_BODY_BYTES,
 )
 async def share_note(
