@@ -25,9 +25,9 @@ Keys are per user and live 24 h (``RETENTION``); each is a row of ``idempotency_
 Only a committed write's response is recorded. A refusal (404, 409 over quota, 422) stored
 nothing, so it is not recorded and a retry is decided again on the state of that moment.
 
-Rows older than 24 h are purged a few at a time by later claims (``PURGE_BATCH``), so the
-table holds about a day of keys whatever users come back. Without the header nothing here
-runs: no claim, no extra statement.
+Rows older than 24 h are purged a few at a time by later claims, anyone's (``PURGE_BATCH``),
+so the table holds about the last day's keys whether or not their users come back. Without
+the header nothing here runs: no claim, no extra statement.
 """
 
 from __future__ import annotations
