@@ -35,10 +35,23 @@ SLOW_LORIS = 10
 GREEDY = "127.0.0.1"  # the tests' usual address: the one that holds too many connections
 WRITER = "127.0.0.2"
 PROBE = "127.0.0.3"
-CLOSED_WITHIN_SECONDS = 2.0
+# The connections past the cap are closed as fast as the server accepts them: on a busy
+# host hundreds of them take it a few seconds. Less than the head timeout, after which the
+# ones within the cap go too.
+CLOSED_WITHIN_SECONDS = REQUEST_HEAD_TIMEOUT_SECONDS - 2.0
 # The server closes what is left of them by itself: the head timeout, plus a margin.
 TIMED_OUT_WITHIN_SECONDS = REQUEST_HEAD_TIMEOUT_SECONDS + 3.0
 PROBES = 5
+
+
+def _left_open(connections: list[socket.socket], deadline: float) -> list[socket.socket]:
+    """The connections the server has not closed, once they are down to the cap (or at the
+    deadline)."""
+    while True:
+        open_ones = [c for c in connections if not _closed_by_server(c)]
+        if len(open_ones) <= CAP or time.monotonic() > deadline:
+            return open_ones
+        time.sleep(0.1)
 
 
 def _answer(connection: socket.socket) -> bytes:
@@ -119,7 +132,7 @@ def _greedy_served(server: LiveServer) -> bool:
     "idle, wait_for_the_server",
     [
         pytest.param(3 * CAP, False, id="closed-by-the-client"),
-        pytest.param(10 * CAP, True, id="timed-out-by-the-server", marks=pytest.mark.full_faults),
+        pytest.param(5 * CAP, True, id="timed-out-by-the-server", marks=pytest.mark.full_faults),
     ],
 )
 def test_one_address_holding_connections_does_not_starve_the_others(
@@ -136,8 +149,7 @@ def test_one_address_holding_connections_does_not_starve_the_others(
             load.wait_for_notes(10, every_client=True)
             with greedy_connections(server, idle) as (held, slow_ones):
                 opened = time.monotonic()
-                time.sleep(CLOSED_WITHIN_SECONDS)
-                open_ones = [c for c in held if not _closed_by_server(c)]
+                open_ones = _left_open(held, opened + CLOSED_WITHIN_SECONDS)
                 # Per worker (one here): the cap's worth stay, every one past it is closed.
                 assert len(open_ones) == CAP, (len(open_ones), len(held))
                 assert not _greedy_served(server), "a connection past the cap was served"
