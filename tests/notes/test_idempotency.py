@@ -430,6 +430,17 @@ async def test_a_refused_write_does_not_hold_its_key(
     unknown = await post_share(client, alice, note["id"], "nobody", "s1")
     assert unknown.status_code == 422, unknown.text
     assert await records(app) == []
+    # Refused before the route runs (a share claims first): a note that is not the caller's,
+    # a body that fails validation.
+    missing = await post_share(client, alice, str(uuid.uuid4()), "nobody", "s1")
+    assert missing.status_code == 404, missing.text
+    invalid = await client.post(
+        f"/notes/{note['id']}/shares",
+        json={"username": "nobody", "read_only": True},
+        headers=keyed(alice, "s1"),
+    )
+    assert invalid.status_code == 422, invalid.text
+    assert await records(app) == []
     await account(client, "nobody")
     retried = await post_share(client, alice, note["id"], "nobody", "s1")
     assert retried.status_code == 200, retried.text
