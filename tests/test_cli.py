@@ -90,6 +90,24 @@ def test_migrate_says_so_when_the_database_does_not_answer(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "nothing_done"),
+    [(["serve", "--port", "1"], "not serving"), (["migrate"], "nothing was migrated"),
+     (["audit", "verify"], "nothing was verified")],
+)
+def test_a_data_dir_that_cannot_be_used_is_one_line_not_a_traceback(
+    tmp_path: Path, command: list[str], nothing_done: str
+) -> None:
+    """A read-only or immutable database file, a full disk, or (here, without root) a data
+    dir whose path runs through a regular file: the operator gets the file and the reason."""
+    (tmp_path / "file").touch()
+    data_dir = tmp_path / "file" / "data"
+    result = run_bastion(*command, cwd=tmp_path, env={"BASTION_DATA_DIR": str(data_dir)})
+    assert result.returncode == 1, result.stderr
+    assert f"bastion: cannot use {data_dir}: Not a directory; {nothing_done}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_migrate_on_the_embedded_database(tmp_path: Path) -> None:
     result = run_bastion("migrate", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

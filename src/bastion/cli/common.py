@@ -60,12 +60,23 @@ async def current_database(settings: Settings) -> AsyncIterator[Database]:
         await database.dispose()
 
 
+def data_dir_refused(error: OSError, nothing_done: str) -> typer.Exit:
+    """The data dir or the SQLite file cannot be created, opened or made private (a
+    read-only or immutable file, a full disk, a path through a regular file): one line
+    naming the file and the system's reason, never a traceback."""
+    where = f" {error.filename}" if error.filename else ""
+    return fail(f"bastion: cannot use{where}: {error.strerror or error}; {nothing_done}")
+
+
 def run_on_current_database(work: Coroutine[Any, Any, Result], *, nothing_done: str) -> Result:
     """Runs ``work`` (which opens ``current_database``); a database that does not answer or
-    is behind exits 1 with a message, ``nothing_done`` saying what did not happen."""
+    is behind, or a data dir that cannot be used, exits 1 with a message, ``nothing_done``
+    saying what did not happen."""
     try:
         return asyncio.run(work)
     except StorageUnavailable:
         raise fail(f"bastion: the database does not answer; {nothing_done}") from None
     except SchemaBehind:
         raise fail(SCHEMA_BEHIND) from None
+    except OSError as error:
+        raise data_dir_refused(error, nothing_done) from None

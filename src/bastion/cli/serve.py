@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli.common import fail, load_settings
+from bastion.cli.common import data_dir_refused, fail, load_settings
 from bastion.config import Settings
 from bastion.devcert import DevCertExists, write_dev_certificate
 from bastion.logs import configure_logging
@@ -47,6 +47,8 @@ def migrate() -> None:
         revision = asyncio.run(_migrate(settings))
     except StorageUnavailable:
         raise fail("bastion: the database does not answer; nothing was migrated") from None
+    except OSError as error:
+        raise data_dir_refused(error, "nothing was migrated") from None
     typer.echo(f"database at revision {revision}")
 
 
@@ -73,12 +75,17 @@ def serve(
             "keeps its own revocations, so a logout on one would not be seen by the others",
             code=2,
         )
-    if settings.uses_embedded_database:
-        asyncio.run(_migrate(settings))
-    else:
-        pending = asyncio.run(_pending_migrations(settings))
-        if pending:
-            raise fail("bastion: the database schema is behind; run `bastion migrate` first")
+    try:
+        if settings.uses_embedded_database:
+            asyncio.run(_migrate(settings))
+        else:
+            pending = asyncio.run(_pending_migrations(settings))
+            if pending:
+                raise fail("bastion: the database schema is behind; run `bastion migrate` first")
+    except StorageUnavailable:
+        raise fail("bastion: the database does not answer; not serving") from None
+    except OSError as error:
+        raise data_dir_refused(error, "not serving") from None
     run_server(
         settings,
         host=host,
