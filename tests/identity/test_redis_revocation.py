@@ -25,6 +25,8 @@ from tests.identity.helpers import login, me, register
 from tests.servers.redis import RedisServer
 
 SESSION_KEY_PREFIX = "bastion:revoked:sid:"
+MARKER = "bastion:revoked:restored"
+RESTORE_LOGGED = "revocations missing from Redis: restoring from the database"
 
 
 @pytest.fixture
@@ -96,6 +98,84 @@ async def test_a_logout_is_refused_by_every_worker_at_once(
     # A worker started later refuses it too.
     third = await workers.start()
     assert (await me(third, access)).status_code == 401
+
+
+def restores_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "bastion.storage.revocations" and record.getMessage() == RESTORE_LOGGED
+    ]
+
+
+def kill_9(server: RedisServer) -> None:
+    """SIGKILL: no shutdown, so no snapshot on the way out; the last ``SAVE`` is what stays."""
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait(timeout=10)
+    server.process = None
+
+
+async def test_a_redis_back_from_an_older_snapshot_does_not_bring_logged_out_tokens_back(
+    workers: Workers, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The snapshot holds the restore marker but not the logout that came after it: the
+    restarted Redis is another server (another ``run_id``), so the next check restores."""
+    first = await workers.start()
+    second = await workers.start()
+    await register(first)
+    revoked = (await login(first))["access_token"]
+    kept = (await login(first))["access_token"]
+    assert (await me(second, revoked)).status_code == 200
+    async with redis.asyncio.Redis.from_url(own_redis.url, decode_responses=True) as before:
+        assert await before.save()  # the snapshot: the marker, and no logout yet
+    logout = await first.post("/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
+    assert logout.status_code == 204
+    assert (await me(second, revoked)).status_code == 401
+    caplog.clear()
+
+    kill_9(own_redis)
+    own_redis.start()  # same port and directory: it loads the snapshot
+    async with redis.asyncio.Redis.from_url(own_redis.url, decode_responses=True) as after:
+        key = SESSION_KEY_PREFIX + session_id_of(revoked)
+        assert await after.exists(MARKER)  # the loss the old marker check could not see
+        assert not await after.exists(key)
+
+        assert (await me(second, revoked)).status_code == 401
+        assert (await me(first, revoked)).status_code == 401
+        assert (await me(first, kept)).status_code == 200
+        assert (await me(second, kept)).status_code == 200
+        assert await after.exists(key)
+        # The marker names the server restored into, so the other worker did not restore.
+        assert await after.get(MARKER) == (await after.info("server"))["run_id"]
+    assert restores_logged(caplog) == [RESTORE_LOGGED]
+
+
+async def test_a_redis_restarted_with_all_its_data_is_restored_once(
+    workers: Workers, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A marker written by an earlier version (``1``) names no server: one restore. A restart
+    that lost nothing is still another server: one restore, by the first check, no more."""
+    client = await workers.start()
+    await register(client)
+    revoked = (await login(client))["access_token"]
+    valid = (await login(client))["access_token"]
+    await client.post("/auth/logout", headers={"Authorization": f"Bearer {revoked}"})
+    async with redis.asyncio.Redis.from_url(own_redis.url, decode_responses=True) as before:
+        await before.set(MARKER, "1")
+        caplog.clear()
+        for _ in range(3):
+            assert (await me(client, revoked)).status_code == 401
+            assert (await me(client, valid)).status_code == 200
+        assert restores_logged(caplog) == [RESTORE_LOGGED]
+        assert await before.save()
+
+    kill_9(own_redis)
+    own_redis.start()
+    for _ in range(3):
+        assert (await me(client, revoked)).status_code == 401
+        assert (await me(client, valid)).status_code == 200
+    assert restores_logged(caplog) == [RESTORE_LOGGED] * 2
 
 
 async def test_without_redis_authenticated_requests_fail_closed_then_recover(

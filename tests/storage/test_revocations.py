@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
 from bastion.app import shared_stores
 from bastion.storage import StorageUnavailable, revocations
@@ -217,6 +218,77 @@ async def test_redis_down_fails_closed_fast_and_recovers_with_the_same_client(
         assert not await _revoked(store, jti="jti-2")  # no persistence: the data died with it
         await store.revoke_token("jti-2", ttl_seconds=HOUR)
         assert await _revoked(store, jti="jti-2")
+    finally:
+        await store.close()
+
+
+async def test_a_redis_that_answers_the_connect_but_not_info_fails_closed_for_both_stores(
+    own_redis: RedisServer,
+) -> None:
+    """Each new connection asks ``INFO server`` for the server's run_id before its command;
+    a refused INFO (here an ACL) fails that command, for the revocations and the rate-limit
+    counters sharing the client, and never lets one through."""
+    client = redis_client_from_url(own_redis.url)
+    store, counters = RedisRevocationStore(client), RedisRateLimitStore(client)
+    admin = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        await store.revoke_token("jti-1", ttl_seconds=HOUR)
+        assert await _revoked(store, jti="jti-1")
+        assert (await counters.hit("k", amount=5, window=60)).allowed
+
+        await admin.execute_command("ACL", "SETUSER", "default", "-info")  # type: ignore[no-untyped-call]
+        await client.connection_pool.disconnect()  # the next commands open new connections
+        with pytest.raises(StorageUnavailable):
+            await _revoked(store, jti="jti-1")
+        with pytest.raises(StorageUnavailable):
+            await counters.hit("k", amount=5, window=60)
+        with pytest.raises(StorageUnavailable):
+            await store.revoke_token("jti-2", ttl_seconds=HOUR)
+        assert not await store.ping()
+
+        await admin.execute_command("ACL", "SETUSER", "default", "+info")  # type: ignore[no-untyped-call]
+        assert await store.ping()
+        assert await _revoked(store, jti="jti-1")
+        assert (await counters.hit("k", amount=5, window=60)).current == 2
+    finally:
+        await admin.aclose()
+        await store.close()
+
+
+async def test_a_restore_that_redis_restarts_during_is_done_again_before_answering(
+    own_redis: RedisServer,
+) -> None:
+    """The first restore's write goes to a Redis that then restarts empty: its marker names
+    that server, so the check restores again; a Redis that restarts during every restore
+    gets a 503, not an answer."""
+    store = RedisRevocationStore(redis_client_from_url(own_redis.url))
+    restarts_left = 1
+    restores = 0
+
+    async def restorer() -> None:
+        nonlocal restarts_left, restores
+        restores += 1
+        target = await store.begin_restore()
+        await store.revoke_token("jti-1", ttl_seconds=HOUR)
+        if restarts_left:
+            restarts_left -= 1
+            own_redis.stop()  # no persistence: the write above is lost
+            own_redis.start()
+        await store.mark_restored(target)
+
+    store.restore_with(restorer)
+    try:
+        assert await _revoked(store, jti="jti-1")
+        assert restores == 2
+        assert await _revoked(store, jti="jti-1")
+        assert restores == 2
+
+        restarts_left = 10
+        own_redis.stop()
+        own_redis.start()
+        with pytest.raises(StorageUnavailable):
+            await _revoked(store, jti="jti-1")
+        assert restores == 4
     finally:
         await store.close()
 

@@ -143,8 +143,10 @@ class Revocation:
         """Re-applies the database's record of revocations to the store; returns how many.
 
         Run at start-up (an in-process store begins empty) and by a shared store that finds
-        itself wiped (a Redis restarted without persistence).
+        itself wiped or replaced (a Redis restarted, from an older snapshot or none, or failed
+        over).
         """
+        target = await self.store.begin_restore()
         now = self.clock()
         since = now - timedelta(seconds=self.remember_seconds)
         # Only reads: a start or a wiped store's restore must not queue behind writers.
@@ -183,7 +185,7 @@ class Revocation:
             await self.store.revoke_user_tokens_before(
                 str(user_id), cutoff, ttl_seconds=remaining
             )
-        await self.store.mark_restored()
+        await self.store.mark_restored(target)
         return len(revoked_sessions) + len(revoked_tokens) + len(user_cutoffs)
 
     async def restore_quietly(self) -> None:

@@ -18,14 +18,24 @@ class RevocationStore(Protocol):
 
     The database is the record of every revocation; a store only makes them effective
     without a query per request. ``restore_with`` names the function that re-applies the
-    database's record: run at start-up, and again by a store that finds itself wiped.
+    database's record: run at start-up, and again by a store that finds it may have lost
+    revocations (wiped, or restarted or failed over to a server that may have missed some).
     """
 
     def restore_with(self, restorer: Restorer) -> None:
         """Use ``restorer`` when the store has lost its contents."""
 
-    async def mark_restored(self) -> None:
-        """The record has been re-applied; until it is lost again, no restore is needed."""
+    async def begin_restore(self) -> str:
+        """A restore starts: which contents it writes into, for ``mark_restored``.
+
+        For Redis, the server's ``run_id``: if Redis restarts during the restore, the marker
+        names the server that lost the first writes, so the one that came back is restored
+        again.
+        """
+
+    async def mark_restored(self, target: str) -> None:
+        """The record has been re-applied to ``target`` (from ``begin_restore``); until the
+        store loses it, or is no longer ``target``, no restore is needed."""
 
     async def revoke_session(self, sid: str, *, ttl_seconds: int) -> None:
         """Revoke every access token of session ``sid``."""

@@ -54,8 +54,11 @@ class MemoryRevocationStore:
     def restore_with(self, restorer: Restorer) -> None:
         """An in-process store is only lost with its process, whose start-up restores."""
 
-    async def mark_restored(self) -> None:
-        return None
+    async def begin_restore(self) -> str:
+        return "memory"
+
+    async def mark_restored(self, target: str) -> None:
+        del target  # nothing to mark: this store is lost only with its process
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         if max_entries < 1:
