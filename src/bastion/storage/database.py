@@ -80,16 +80,21 @@ def _outages_as_unavailable() -> Iterator[None]:
 
 
 DEADLINE_EXCEEDED = Outage("database", "DeadlineExceeded")
+# asyncpg's own connect and statement timeouts, as multiples of the database timeout: a
+# backstop for work that no deadline bounds (migrations). Every unit of work ends at its
+# deadline (``Database._by_deadline``), which so fires first and names the cause.
+DRIVER_TIMEOUT_FACTOR = 2
 
 
 def create_engine_for(url: str, *, timeout: float) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         return sqlite.writer_engine(url, timeout=timeout)
+    backstop = DRIVER_TIMEOUT_FACTOR * timeout
     engine = create_async_engine(
         url,
         pool_pre_ping=True,
         pool_timeout=timeout,
-        connect_args={"timeout": timeout, "command_timeout": timeout},
+        connect_args={"timeout": backstop, "command_timeout": backstop},
     )
     engine.sync_engine.dialect.do_terminate = _terminate_at_once  # type: ignore[method-assign]
     return engine
@@ -117,8 +122,47 @@ def create_reader_for(writer: AsyncEngine, *, timeout: float, scans: bool = Fals
     return sqlite.reader_engine(writer, inline=not scans, timeout=timeout)
 
 
+class _DeadlineInterrupt:
+    """Cancels the current task at the deadline, then again every ``REPEAT`` seconds until
+    ``end()``. Once is not enough: clean-up code may absorb a cancellation and then wait on
+    the server that did not answer. SQLAlchemy's asyncpg pre-ping, cancelled mid-query,
+    rolls back in a ``finally`` and waits out the driver's timeout; asyncio's own timeout
+    cancels once, so the answer came a whole timeout late."""
+
+    REPEAT = 0.05
+
+    def __init__(self, deadline: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 (units of work run in tasks)
+        self._task = task
+        self.cancels = 0
+        self._handle = self._loop.call_at(deadline, self._interrupt)
+
+    def _interrupt(self) -> None:
+        self.cancels += 1
+        self._task.cancel()
+        self._handle = self._loop.call_later(self.REPEAT, self._interrupt)
+
+    def end(self) -> bool:
+        """Stops interrupting and withdraws its cancellations; whether there were any."""
+        self._handle.cancel()
+        for _ in range(self.cancels):
+            self._task.uncancel()
+        return self.cancels > 0
+
+
+def _cancelled_from_outside(error: BaseException) -> bool:
+    """A cancellation that the deadline's are not all of (the client went away, shutdown)."""
+    task = asyncio.current_task()
+    return (
+        isinstance(error, asyncio.CancelledError) and task is not None and task.cancelling() > 0
+    )
+
+
 def _consume_outcome(probe: asyncio.Future[None]) -> None:
-    """An abandoned probe's late error is expected; retrieve it so asyncio does not log it."""
+    """An abandoned probe's or close's late error is expected; retrieve it so asyncio does
+    not log it."""
     if not probe.cancelled():
         probe.exception()
 
@@ -139,6 +183,7 @@ class Database:
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._scan_sessions = async_sessionmaker(self.scanner, expire_on_commit=False)
         self._probes: set[asyncio.Future[None]] = set()
+        self._closing: set[asyncio.Future[None]] = set()
         # SQLite has one write lock for the whole file. Writers of this process queue here,
         # first come first served, instead of in SQLite's busy handler, whose sleeps grow to
         # 100 ms and let a waiting writer lose to newcomers again and again (seconds-long
@@ -164,20 +209,21 @@ class Database:
 
     @asynccontextmanager
     async def _by_deadline(self, deadline: float) -> AsyncIterator[None]:
-        """The block is cancelled at ``deadline``: ``StorageUnavailable``, never a late
+        """The block is interrupted at ``deadline``: ``StorageUnavailable``, never a late
         answer. Not on SQLite, whose statements run on the loop's thread or finish on
         their own thread whatever happens to the awaiting task: there the waits bastion
         controls (the write turn, the lock back-off) end at the deadline instead."""
         if self._sqlite:
             yield
             return
+        interrupt = _DeadlineInterrupt(deadline)
         try:
-            async with asyncio.timeout_at(deadline) as scope:
-                yield
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            raise StorageUnavailable(outage=DEADLINE_EXCEEDED) from None
+            yield
+        except BaseException as error:
+            if interrupt.end() and not _cancelled_from_outside(error):
+                raise StorageUnavailable(outage=DEADLINE_EXCEEDED) from None
+            raise
+        interrupt.end()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -240,20 +286,31 @@ class Database:
     async def _session(
         self, sessions: async_sessionmaker[AsyncSession]
     ) -> AsyncIterator[AsyncSession]:
-        """A session, closed at the end. ``AsyncSession``'s own ``async with`` closes it in a
-        shielded task (so a cancelled request still returns its connection): three turns of
-        the event loop, each milliseconds long under load, spent while a writer holds
-        SQLite's write lock. On SQLite the close runs inline and cannot be interrupted, so
-        it is awaited directly."""
-        if not self._sqlite:
-            async with sessions() as session:
-                yield session
-            return
+        """A session, closed at the end. On SQLite the close runs inline and cannot be
+        interrupted, so it is awaited directly: ``AsyncSession``'s own ``async with`` closes
+        in a task of its own, three turns of the event loop, each milliseconds long under
+        load, spent while a writer holds SQLite's write lock. Elsewhere see ``_close``."""
         session = sessions()
         try:
             yield session
         finally:
-            await session.close()
+            if self._sqlite:
+                await session.close()
+            else:
+                await self._close(session)
+
+    async def _close(self, session: AsyncSession) -> None:
+        """Closes ``session`` in a task of its own, so that its connection goes back to the
+        pool even when the request is cancelled (the client went away, the deadline). Unlike
+        ``AsyncSession``'s own close, which runs to completion whatever happens, the wait
+        for it ends with the cancellation: closing rolls back, and a rollback on a server
+        that stopped answering would hold the request's 503 until the driver's timeout. The
+        close then finishes on its own, and ``dispose`` waits for it."""
+        closing = asyncio.ensure_future(session.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        closing.add_done_callback(_consume_outcome)
+        await asyncio.shield(closing)
 
     def read(self) -> AbstractAsyncContextManager[AsyncSession]:
         """One unit of work that only reads: never takes SQLite's write lock, and any write
@@ -321,6 +378,8 @@ class Database:
     async def dispose(self) -> None:
         for probe in list(self._probes):
             probe.cancel()
+        if self._closing:  # closes that outlived their requests (see _close)
+            await asyncio.wait(set(self._closing), timeout=DRIVER_TIMEOUT_FACTOR * self.timeout)
         if self._point_reads is not None:
             self._point_reads.dispose()
         pools = {id(self.engine.sync_engine.pool)}
