@@ -41,7 +41,7 @@ endef
 help:
 	@echo "make run           serve bastion on 127.0.0.1:8000 (data in ./.bastion)"
 	@echo "make test          system-deps, venv, lint, typecheck, pytest (stops at first failure)"
-	@echo "make system-deps   check/install PostgreSQL, Redis, Chromium (scripts/system-deps.sh)"
+	@echo "make system-deps   check/install PostgreSQL, Redis, Chromium, nginx (scripts/system-deps.sh)"
 	@echo "make .venv         create .venv and install -e '.[dev]' pinned by constraints.txt"
 	@echo "make lint          ruff check"
 	@echo "make typecheck     mypy (config in pyproject.toml)"
