@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from bastion.middleware.request_id import request_id_of
 from bastion.problems import (
@@ -147,10 +148,25 @@ async def _validation_problem(request: Request, exc: Exception) -> Response:
     )
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path answers (RFC 9110 §10.2.1). Starlette's 405 names the
+    methods of the first route that matched the path, not of all of them: ``/notes`` said
+    ``Allow: POST`` though it answers GET too."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route_methods)
+    return ", ".join(sorted(methods))
+
+
 async def _http_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101 (registered for this type)
     detail = exc.detail if isinstance(exc.detail, str) else status_phrase(exc.status_code)
-    return ProblemResponse(request, exc.status_code, detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+    return ProblemResponse(request, exc.status_code, detail, headers=headers)
 
 
 def bearer_challenge(*, token_presented: bool) -> str:
