@@ -13,10 +13,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from bastion.logs import get_logger
 from bastion.middleware.request_id import request_id_of
 from bastion.problems import (
     PROBLEM_CONTENT_TYPE,
@@ -26,7 +28,9 @@ from bastion.problems import (
     status_phrase,
 )
 from bastion.storage import StorageUnavailable
-from bastion.storage.outages import Outage, OutageReports
+from bastion.storage.outages import Outage, OutageReports, sqlstate_of
+
+_log = get_logger("bastion.storage")
 
 
 class DomainError(Exception):
@@ -221,8 +225,32 @@ async def _unavailable_problem(request: Request, exc: Exception) -> Response:
     return unavailable_response(request, exc.outage)
 
 
+UNSTORABLE_DETAIL = "The request holds a value that cannot be stored."
+
+
+async def _unstorable_problem(request: Request, exc: Exception) -> Response:
+    """A value the database refuses (PostgreSQL: NUL in text, a number out of range): the
+    client's input, so a 400, never a 500. The edge refuses such input first; this is the
+    net under it. The log names the driver's error and SQLSTATE only: the driver's message
+    quotes the statement and its parameters, which may hold secrets."""
+    assert isinstance(exc, DBAPIError)  # noqa: S101 (registered for this type)
+    code = sqlstate_of(exc)
+    # SQLSTATE class 22 is "data exception"; asyncpg's arrive as a plain DBAPIError.
+    if not isinstance(exc, DataError) and not (code or "").startswith("22"):
+        raise exc  # not the client's value: the unhandled-error path (500)
+    orig = exc.orig if isinstance(exc.orig, BaseException) else exc
+    _log.warning(
+        "database_refused_value",
+        error=type(orig.__cause__ or orig).__name__,
+        code=code,
+        request_id=request_id_of(request.scope),
+    )
+    return ProblemResponse(request, 400, UNSTORABLE_DETAIL)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_problem)
     app.add_exception_handler(HTTPException, _http_problem)
     app.add_exception_handler(DomainError, _domain_problem)
     app.add_exception_handler(StorageUnavailable, _unavailable_problem)
+    app.add_exception_handler(DBAPIError, _unstorable_problem)

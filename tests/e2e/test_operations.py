@@ -170,3 +170,31 @@ def test_logs_are_json_lines_with_one_access_line_per_request(live_server: LiveS
     events = [str(record.get("event")) for record in live_server.log_records()]
     assert any(event.startswith("Started server process") for event in events), events
     assert any(event.startswith("Uvicorn running on") for event in events), events
+
+
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        ("/auth/token", {"grant_type": "password", "username": "admin1\x00",
+                         "password": "a long enough passphrase 7"}),
+        ("/auth/token", {"grant_type": "password", "username": "admin1",
+                         "password": "a long enough\x1bpassphrase 7"}),
+        ("/auth/token", {"grant_type": "refresh_token", "refresh_token": "abc\x00def"}),
+        ("/auth/revoke", {"token": "abc\x00def"}),
+    ],
+)
+def test_control_characters_in_a_form_are_an_oauth_invalid_request_not_a_500(
+    live_server: LiveServer, path: str, form: dict[str, str]
+) -> None:
+    """``username=admin1%00`` was a 500 on PostgreSQL (it refuses NUL in text), and the log's
+    unhandled_exception carried the SQL statement and its parameters."""
+    with live_server.client() as client:
+        response = client.post(path, data=form)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "The request must be a valid form.",
+    }
+    log = live_server.log_text()
+    assert "unhandled_exception" not in log
+    assert "SELECT" not in log and "admin1" not in log

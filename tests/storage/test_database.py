@@ -67,6 +67,31 @@ async def test_a_write_commits_when_the_route_succeeds(
     assert await _count(app) == 1
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_value_the_database_refuses_is_a_400_and_its_statement_is_never_logged(
+    app: FastAPI, client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL refuses NUL in text (SQLSTATE 22021). The edge refuses control characters
+    first; under it, a DataError is the client's input, not a 500 whose log holds the
+    statement and its parameters."""
+    async with app.state.bastion.database.engine.begin() as connection:
+        await connection.run_sync(scratch.create_all)
+
+    @app.post("/probe/entries/nul", status_code=201)
+    async def write_nul(session: DbSession) -> dict[str, str]:
+        await session.execute(insert(entries).values(name="secret\x00value"))
+        return {"status": "written"}
+
+    response = await client.post("/probe/entries/nul")
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] == "The request holds a value that cannot be stored."
+    assert await _count(app) == 0
+    output = capsys.readouterr()
+    logged = output.out + output.err
+    assert "database_refused_value" in logged and "22021" in logged
+    assert "INSERT" not in logged and "secret" not in logged
+
+
 async def test_nothing_is_stored_half_way_when_the_route_fails(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -58,8 +59,14 @@ _REVOKE_FORM = _form_body(
 )
 
 
+# C0 controls (NUL included), DEL and C1 controls: no username, password, token or scope
+# holds one, and PostgreSQL refuses NUL in text outright (a DataError, once a 500).
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 async def _read_form(request: Request) -> dict[str, str] | None:
-    """An RFC 6749 form: urlencoded, every parameter at most once, few fields; else None."""
+    """An RFC 6749 form: urlencoded, every parameter at most once, few fields, no control
+    characters in any name or value; else None."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
         return None
@@ -69,6 +76,8 @@ async def _read_form(request: Request) -> dict[str, str] | None:
             text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FORM_FIELDS
         )
     except (UnicodeDecodeError, ValueError):
+        return None
+    if any(_CONTROL_CHARACTERS.search(part) for pair in pairs for part in pair):
         return None
     form = dict(pairs)
     return form if len(form) == len(pairs) else None
