@@ -198,3 +198,20 @@ def test_control_characters_in_a_form_are_an_oauth_invalid_request_not_a_500(
     log = live_server.log_text()
     assert "unhandled_exception" not in log
     assert "SELECT" not in log and "admin1" not in log
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/docs/static/index.html",  # Swagger's stock page, pointing at petstore.swagger.io
+        "/docs/static/oauth2-redirect.html",
+        "/docs/static/swagger-ui-bundle.js.map",
+        "/docs/static/swagger-ui.js",
+    ],
+)
+def test_only_the_files_the_docs_page_loads_are_served(live_server: LiveServer, path: str) -> None:
+    with live_server.client() as client:
+        assert_problem(client.get(path), 404)
+        served = client.get("/docs/static/swagger-ui.css")
+        assert served.status_code == 200
+        assert served.headers["ratelimit-policy"].startswith('"default"')  # metered

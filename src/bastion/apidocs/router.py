@@ -7,8 +7,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from starlette.responses import HTMLResponse, Response
-from starlette.staticfiles import StaticFiles
+from starlette.responses import FileResponse, HTMLResponse, Response
 from swagger_ui_bundle import swagger_ui_path
 
 from bastion.dependencies import public
@@ -45,12 +44,29 @@ async def docs_init_script() -> Response:
     return Response(_INIT_SCRIPT, media_type="text/javascript")
 
 
+# The files the page above loads, and nothing else of the bundle: not its stock index.html
+# (which points at petstore.swagger.io), oauth2-redirect.html or source maps. Each is a
+# route with the docs' policy and quota, like the page.
+_BUNDLE = Path(str(swagger_ui_path))
+DOCS_FILES = {
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+
+
+def _serves(name: str, media_type: str) -> None:
+    path = _BUNDLE / name
+
+    async def docs_file() -> FileResponse:
+        return FileResponse(path, media_type=media_type)
+
+    router.get(f"{DOCS_PATH}/static/{name}", name=f"docs-static-{name}")(docs_file)
+
+
+for _name, _media_type in DOCS_FILES.items():
+    _serves(_name, _media_type)
+
+
 def mount_docs(app: FastAPI) -> None:
     app.router.routes.extend(router.routes)  # flat, like bastion.app.add_routes
-    # Static files are not FastAPI routes; name the mount public explicitly.
-    app.state.public_paths = {*getattr(app.state, "public_paths", ()), f"{DOCS_PATH}/static"}
-    app.mount(
-        f"{DOCS_PATH}/static",
-        StaticFiles(directory=Path(str(swagger_ui_path))),
-        name="docs-static",
-    )
