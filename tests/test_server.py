@@ -365,6 +365,24 @@ async def test_a_head_growing_past_the_limit_gets_431(monkeypatch: pytest.Monkey
     assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
 
 
+async def test_a_whole_head_past_the_limit_in_one_read_gets_431(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-read count skips the read that completes a head (its body part is not head):
+    100 KB of header sent in one write, complete, was served with 200 (issue 12)."""
+    async with serving(monkeypatch) as port:
+        one_big_header = [b"X-Big: %s\r\n" % (b"x" * 100_000)]
+        for fill in (header_lines(MAX_REQUEST_HEAD_BYTES + 2048), one_big_header):
+            head = b"".join([REQUEST_LINE, *fill, b"Connection: close\r\n\r\n"])
+            reply, _ = await converse(port, head)
+            assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
+        url = b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % (
+            b"a" * (MAX_REQUEST_HEAD_BYTES + 10)
+        )
+        reply, _ = await converse(port, url)
+        assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
+
+
 async def test_heads_and_bodies_within_the_limit_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     async with serving(monkeypatch) as port:
         # A head just under the limit, sent in pieces.

@@ -124,13 +124,19 @@ class ConnectionCap:
             self._open.pop(address, None)
 
 
+class _HeadTooLarge(Exception):
+    """The parsed request head passed the bound (see ``BoundedHttpToolsProtocol``)."""
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the request head bounded in size and in time.
 
-    The size is counted per read while a head is incomplete (a read that completes the head
-    is not counted: its body part is not head), so a worker buffers at most
-    ``max_head_bytes`` plus one read of an unfinished head. Over it: 431 and the connection
-    closed. A head not complete within ``head_timeout`` of the connection's start, or (on a
+    The size is counted twice. Per read while a head is incomplete (a read that completes
+    the head is not counted: its body part is not head), so a worker buffers at most
+    ``max_head_bytes`` plus one read of an unfinished head; and as the parser hands over the
+    target and each header, so that a head that arrives whole in one read (100 KB of header
+    in one write was served) is bounded too. Over it: 431 and the connection closed. A head
+    not complete within ``head_timeout`` of the connection's start, or (on a
     kept-alive connection) of the first read that left it incomplete: the connection is
     closed without an answer.
     """
@@ -142,6 +148,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = False
         self._head_bytes = 0
+        self._parsed_head_bytes = 0
         self._head_deadline: asyncio.TimerHandle | None = None
         # The cap that admitted this connection and the address it counts it under.
         self._admitted: tuple[ConnectionCap, str] | None = None
@@ -180,6 +187,28 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
+        self._parsed_head_bytes = 0
+
+    def _count_parsed(self, size: int) -> None:
+        """Raising here makes the parser fail; uvicorn then answers through
+        ``send_400_response``, which sends the 431 instead."""
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > self.max_head_bytes:
+            raise _HeadTooLarge
+
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._parsed_head_bytes > self.max_head_bytes:
+            self._refuse_head()
+        else:
+            super().send_400_response(msg)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

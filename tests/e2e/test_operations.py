@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import stat
 
 import pytest
@@ -215,3 +217,20 @@ def test_only_the_files_the_docs_page_loads_are_served(live_server: LiveServer, 
         served = client.get("/docs/static/swagger-ui.css")
         assert served.status_code == 200
         assert served.headers["ratelimit-policy"].startswith('"default"')  # metered
+
+
+def test_a_whole_oversized_head_in_one_write_is_a_431(live_server: LiveServer) -> None:
+    """100,000 bytes of header in one write, complete, used to be served with 200: the bound
+    only counted heads that arrived in several reads."""
+    head = (
+        b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+        + b"x" * 100_000
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as connection:
+        connection.sendall(head)
+        reply = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := connection.recv(65536):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
