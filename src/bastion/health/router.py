@@ -61,20 +61,21 @@ async def ready(database: AppDatabase, request: Request) -> Response:
     """The database (and Redis, when configured) answer; a 503 tells a load balancer to
     send traffic elsewhere, and its ``checks`` tell the operator which dependency is down."""
     services = services_of(request.app)
-    uses_redis = services.settings.redis_url is not None
-    if not services.keys.available:  # start-up work still waits for the database
-        checks = {"database": STARTING, **({"redis": OK} if uses_redis else {})}
-        if uses_redis and not await services.authenticator.revocations.ping():
-            checks["redis"] = UNAVAILABLE
-        outage = Outage("database", "StartUpIncomplete")
-        return unavailable_response(request, outage, extensions={"checks": checks})
-    database_ok, redis_ok = await asyncio.gather(
-        database.ping(), services.authenticator.revocations.ping()
-    )
-    if database_ok and redis_ok:
+    revocations = services.authenticator.revocations
+    if services.keys.available:
+        database_ok, redis_ok = await asyncio.gather(database.ping(), revocations.ping())
+        database_state = OK if database_ok else UNAVAILABLE
+    else:  # start-up work still waits for the database: no need to ask it
+        redis_ok = await revocations.ping()
+        database_state = STARTING
+    if database_state == OK and redis_ok:
         return Response(_READY_BODY, media_type="application/json")
-    checks = {"database": OK if database_ok else UNAVAILABLE}
-    if uses_redis:
+    checks = {"database": database_state}
+    if services.settings.redis_url is not None:
         checks["redis"] = OK if redis_ok else UNAVAILABLE
-    outage = Outage("database" if not database_ok else "redis", "ReadinessProbeFailed")
+    if database_state == STARTING:
+        outage = Outage("database", "StartUpIncomplete")
+    else:
+        outage = Outage("database" if database_state == UNAVAILABLE else "redis",
+                        "ReadinessProbeFailed")
     return unavailable_response(request, outage, extensions={"checks": checks})
