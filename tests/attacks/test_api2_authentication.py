@@ -7,8 +7,10 @@ signed with the server's REAL current key (read from the database through the ap
 the one wrong thing in them is the thing under test. ``test_controls_are_accepted`` proves
 the helpers build tokens the server otherwise accepts.
 
-An autouse fixture records every ``socket.connect`` made in this process: apart from the
-PostgreSQL server under test nothing may be contacted (``jku``/``x5u`` are never fetched).
+API2:2023 Broken Authentication (docs/security-testing.md). Every test runs under the
+``network`` fixture (``conftest.py``): apart from the PostgreSQL server under test nothing may
+be contacted or looked up, so ``jku``/``x5u`` are never fetched (API7, server-side request
+forgery).
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ import hashlib
 import hmac
 import json
 import re
-import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -37,6 +37,7 @@ from jwt.algorithms import OKPAlgorithm, get_default_algorithms
 from bastion.config import Settings
 from bastion.security.tokens import LEEWAY_SECONDS, REQUIRED_CLAIMS, SigningKey
 from bastion.services import services_of
+from tests.attacks.conftest import Network
 from tests.identity.helpers import bearer, login, me, refresh, register
 
 INVALID_TOKEN_CHALLENGE = re.compile(r'^Bearer (?:.*, )?error="invalid_token"(?:,|$)')
@@ -51,48 +52,8 @@ INVALID_GRANT = {
     "error_description": "The credentials or the grant are not valid.",
 }
 UNREACHABLE_JWKS = "http://127.0.0.1:1/jwks"
-SocketAddress = Any  # a (host, port[, ...]) tuple, or a path for AF_UNIX
 
-
-# -- no outbound connections ------------------------------------------------------------
-
-
-def _database_port(settings: Settings) -> int | None:
-    if settings.database_url is None:
-        return None  # embedded SQLite: no network at all
-    return urlsplit(settings.database_url.get_secret_value()).port or 5432
-
-
-def outbound(addresses: list[SocketAddress], settings: Settings) -> list[SocketAddress]:
-    """Connections to anything but the database under test."""
-    database_port = _database_port(settings)
-    return [
-        address
-        for address in addresses
-        if isinstance(address, tuple)
-        and not (address[0] in {"127.0.0.1", "::1", "localhost"} and address[1] == database_port)
-    ]
-
-
-@pytest.fixture(autouse=True)
-def connections(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[list[Any]]:
-    """Every address this process connects a socket to, during the test and the app."""
-    addresses: list[SocketAddress] = []
-    original_connect = socket.socket.connect
-    original_connect_ex = socket.socket.connect_ex
-
-    def connect(self: socket.socket, address: SocketAddress) -> None:
-        addresses.append(address)
-        original_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: SocketAddress) -> int:
-        addresses.append(address)
-        return original_connect_ex(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    yield addresses
-    assert outbound(addresses, settings) == []
+pytestmark = pytest.mark.usefixtures("network")
 
 
 # -- token building ---------------------------------------------------------------------
@@ -354,7 +315,7 @@ async def test_tokens_signed_by_an_attackers_key_are_refused(
 
 
 async def test_headers_that_carry_keys_or_urls_are_refused_without_fetching(
-    client: httpx.AsyncClient, victim: Victim, connections: list[SocketAddress], settings: Settings
+    client: httpx.AsyncClient, victim: Victim, network: Network
 ) -> None:
     claims = fresh_claims(victim)
     attacker = ed25519.Ed25519PrivateKey.generate()
@@ -399,9 +360,9 @@ async def test_headers_that_carry_keys_or_urls_are_refused_without_fetching(
     await assert_refused(client, tokens)
     assert time.monotonic() - started < 2.0
     assert not [
-        address for address in connections if isinstance(address, tuple) and address[1] == 1
+        address for address in network.connects if isinstance(address, tuple) and address[1] == 1
     ], "the server tried to fetch a key URL"
-    assert outbound(connections, settings) == []
+    assert network.outbound() == []
 
 
 async def test_a_typ_other_than_at_jwt_is_refused(

@@ -27,6 +27,9 @@ which the races committed) is found in ``GET /admin/audit``, read as an admin ma
 ``bastion create-admin``. A test runs all its races, then fails once, listing every broken
 race with its audit trail, and the races that found nothing.
 
+API2:2023 Broken Authentication (docs/security-testing.md); the demotion races (4) attack
+API5, Broken Function Level Authorization, too: admin routes must close at the demotion.
+
 Settings are the defaults but for the lock period (3 s instead of 60, so that a lock ends
 within the test). One server per backend serves the whole module; each race makes its own
 accounts.
