@@ -77,13 +77,16 @@ REUSED_MESSAGE = (
 
 # The header as OpenAPI describes it (``openapi_extra`` of the route): it is read from the
 # request only by ``claimed``, so a request without it pays for no parameter of its own.
+# What ``parse_key`` accepts, for the document: a bare key, or an sf-string of 1 to 255
+# characters (each printable ASCII, or an escaped quote or backslash).
+KEY_PATTERN = r'^(?:[!#-\[\]-~]{1,255}|"(?:[ !#-\[\]-~]|\\["\\]){1,255}")$'
 KEY_OPENAPI: dict[str, Any] = {
     "parameters": [
         {
             "name": HEADER,
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "minLength": 1},
+            "schema": {"type": "string", "pattern": KEY_PATTERN},
             "description": "Makes a retry safe (IETF httpapi Idempotency-Key draft): the same "
             "key and body within 24 h answer the first response again, with "
             f"`{REPLAYED_HEADER}: true`, instead of creating again. 1-255 visible ASCII "

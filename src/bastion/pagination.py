@@ -18,7 +18,7 @@ from fastapi import Query
 from pydantic import BaseModel
 
 from bastion.errors import BadRequest
-from bastion.security.cursors import MAX_CURSOR_LENGTH, CursorCodec
+from bastion.security.cursors import CURSOR_PATTERN, MAX_CURSOR_LENGTH, CursorCodec
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -26,7 +26,14 @@ MAX_LIMIT = 100
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1 to 100).")]
 Cursor = Annotated[
     str | None,
-    Query(max_length=MAX_CURSOR_LENGTH, description="next_cursor of the previous page."),
+    Query(
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        description="next_cursor of the previous page.",
+        # The form of every cursor (``CursorCodec``); one this server did not sign for
+        # this listing is a 400 all the same.
+        json_schema_extra={"pattern": CURSOR_PATTERN},
+    ),
 ]
 
 

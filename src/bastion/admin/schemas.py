@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field
 
 from bastion.audit.service import AuditEventFields
 from bastion.identity.schemas import UserPublic
-from bastion.schemas import StrictModel
+from bastion.schemas import PatchModel
 from bastion.security.permissions import ROLE_PERMISSIONS
 
 MAX_ROLES = 16  # far more than there are roles; only stops absurd bodies
@@ -28,7 +28,12 @@ def _canonical_roles(roles: list[str]) -> list[str]:
     return sorted(set(roles))
 
 
-RoleName = Annotated[str, Field(max_length=32), AfterValidator(_known_role)]
+# The document lists the roles, so a client knows them without reading the error.
+RoleName = Annotated[
+    str,
+    Field(max_length=32, json_schema_extra={"enum": sorted(ROLE_PERMISSIONS)}),
+    AfterValidator(_known_role),
+]
 Roles = Annotated[
     list[RoleName], Field(max_length=MAX_ROLES), AfterValidator(_canonical_roles)
 ]
@@ -42,30 +47,17 @@ class AdminUser(UserPublic):
     locked_until: datetime | None
 
 
-class UserUpdate(StrictModel):
+class UserUpdate(PatchModel):
     """``PATCH /admin/users/{id}``: only these two fields; anything else is a 422.
 
-    An absent field is left as it is. ``null`` is refused rather than read as "absent",
-    and an empty body is refused: a request that asks for nothing is probably a mistake.
+    An absent field is left as it is, ``null`` is refused, and so is an empty body: a
+    request that asks for nothing is probably a mistake.
     """
+
+    _at_least_one_field: ClassVar[bool] = True
 
     roles: Roles | None = None
     disabled: bool | None = Field(default=None, strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nulls(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name in ("roles", "disabled"):
-                if name in data and data[name] is None:
-                    raise ValueError(f"{name} must not be null; leave it out to keep it.")
-        return data
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> UserUpdate:
-        if not self.model_fields_set:
-            raise ValueError("Give roles, disabled, or both.")
-        return self
 
 
 class AuditEventOut(AuditEventFields):

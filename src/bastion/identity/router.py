@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -25,6 +24,7 @@ from bastion.middleware.body_limit import SMALL_BODY_BYTES
 from bastion.routing import service_router
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import LOGIN_LIMIT, REGISTER_LIMIT
+from bastion.security.text import LINE_PATTERN, holds_control_character
 from bastion.services import services_of
 
 router = service_router("identity")
@@ -34,6 +34,11 @@ MAX_FORM_FIELDS = 10
 GRANT_TYPES = ("password", "refresh_token")
 # Checking the current password is a password guess like a login: same shared quota.
 PasswordChanger = Annotated[Principal, authenticated(rate_limit=LOGIN_LIMIT)]
+
+
+# C0 controls (NUL included), DEL and C1 controls: no username, password, token or scope
+# holds one, and PostgreSQL refuses NUL in text outright (a DataError, once a 500).
+_FORM_TEXT = {"type": "string", "pattern": LINE_PATTERN}
 
 
 def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
@@ -48,20 +53,13 @@ _TOKEN_FORM = _form_body(
     ["grant_type"],
     {
         "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
-        "username": {"type": "string"},
-        "password": {"type": "string", "format": "password"},
-        "refresh_token": {"type": "string"},
-        "scope": {"type": "string"},
+        "username": _FORM_TEXT,
+        "password": {**_FORM_TEXT, "format": "password"},
+        "refresh_token": _FORM_TEXT,
+        "scope": _FORM_TEXT,
     },
 )
-_REVOKE_FORM = _form_body(
-    ["token"], {"token": {"type": "string"}, "token_type_hint": {"type": "string"}}
-)
-
-
-# C0 controls (NUL included), DEL and C1 controls: no username, password, token or scope
-# holds one, and PostgreSQL refuses NUL in text outright (a DataError, once a 500).
-_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_REVOKE_FORM = _form_body(["token"], {"token": _FORM_TEXT, "token_type_hint": _FORM_TEXT})
 
 
 async def _read_form(request: Request) -> dict[str, str] | None:
@@ -77,7 +75,7 @@ async def _read_form(request: Request) -> dict[str, str] | None:
         )
     except (UnicodeDecodeError, ValueError):
         return None
-    if any(_CONTROL_CHARACTERS.search(part) for pair in pairs for part in pair):
+    if any(holds_control_character(part) for pair in pairs for part in pair):
         return None
     form = dict(pairs)
     return form if len(form) == len(pairs) else None
@@ -112,7 +110,13 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
 @router.post(
     "/auth/token",
     response_model=TokenResponse,
-    responses={400: {"model": OAuthError}},
+    responses={
+        400: {
+            "model": OAuthError,
+            "description": "RFC 6749 §5.2 error (`invalid_request`, `invalid_grant`, "
+            "`unsupported_grant_type`, `invalid_scope`), with `Cache-Control: no-store`.",
+        }
+    },
     openapi_extra=_TOKEN_FORM,
     dependencies=[public(rate_limit=LOGIN_LIMIT)],
     max_body_size=SMALL_BODY_BYTES,
@@ -157,7 +161,17 @@ async def token(request: Request) -> Response:
 
 
 @router.post(
-    "/auth/revoke", openapi_extra=_REVOKE_FORM, dependencies=[public()],
+    "/auth/revoke",
+    response_class=Response,
+    responses={
+        200: {"description": "Revoked, or nothing to revoke (RFC 7009 §2.2): an empty body."},
+        400: {
+            "model": OAuthError,
+            "description": "RFC 6749 §5.2 `invalid_request`: the body is not a valid form.",
+        },
+    },
+    openapi_extra=_REVOKE_FORM,
+    dependencies=[public()],
     max_body_size=SMALL_BODY_BYTES,
 )
 async def revoke(request: Request, session: DbSession) -> Response:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from bastion.identity.schemas import Username
-from bastion.schemas import StrictModel
+from bastion.schemas import PatchModel, StrictModel
 from bastion.security.sanitize import MAX_HTML_BYTES, PlainText, SafeHTML
+from bastion.security.text import DocumentedPattern, not_blank_plain_text_pattern
 
 MAX_TITLE_CHARACTERS = 200  # the width of notes.title
 # The largest JSON body a valid note can take: every byte of the body escaped as \u00XX
@@ -31,23 +32,18 @@ def _text_not_blank(value: str) -> str:
     return value
 
 
-def _no_surrogates(value: str) -> str:
-    # A JSON "\ud800" escape decodes to a lone surrogate, which is not Unicode text: no
-    # database driver can encode it, and it must not reach one.
-    if any("\ud800" <= character <= "\udfff" for character in value):
-        raise ValueError("Must be valid Unicode text.")
-    return value
-
-
 # The length is checked first (cheap, and a 1 MiB title is never scanned), then
-# PlainText's own validators, then ours.
+# PlainText's own validator (no control or format character, so no lone surrogate either),
+# then ours. The last metadata's pattern is the one the document states: plain text that
+# is not blank.
 Title = Annotated[
     Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARACTERS)],
     *PlainText.__metadata__,
-    AfterValidator(_no_surrogates),
     AfterValidator(_text_not_blank),
+    DocumentedPattern(not_blank_plain_text_pattern),
 ]
-# SafeHTML checks the length before nh3 cleans it; nh3 refuses lone surrogates (422).
+# SafeHTML checks the length before nh3 cleans it; the model refuses control characters
+# and lone surrogates in it as in every string of a body.
 Body = SafeHTML
 
 
@@ -57,7 +53,6 @@ MAX_SEARCH_CHARACTERS = 200
 SearchText = Annotated[
     Annotated[str, StringConstraints(max_length=MAX_SEARCH_CHARACTERS)],
     *PlainText.__metadata__,
-    AfterValidator(_no_surrogates),
 ]
 
 
@@ -66,19 +61,11 @@ class NoteCreate(StrictModel):
     body: Body
 
 
-class NoteUpdate(StrictModel):
+class NoteUpdate(PatchModel):
     """Only the fields sent change; a field may be left out but not set to null."""
 
     title: Title | None = None
     body: Body | None = None
-
-    @field_validator("title", "body", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Runs only for values actually sent (defaults are not validated).
-        if value is None:
-            raise ValueError("May be left out, but not null.")
-        return value
 
 
 class ShareCreate(StrictModel):

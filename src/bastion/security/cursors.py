@@ -17,6 +17,8 @@ import orjson
 
 _SIGNATURE_BYTES = 16  # a truncated HMAC-SHA256 tag: 128 bits are plenty for a cursor
 MAX_CURSOR_LENGTH = 512
+# Two unpadded base64url parts: the payload and its tag.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
 
 
 class InvalidCursor(ValueError):

@@ -10,11 +10,16 @@ sanitizer. Plain text refuses markup characters' control relatives instead of es
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Annotated
 
 import nh3
 from pydantic import AfterValidator, StringConstraints
+
+from bastion.security.text import (
+    DocumentedPattern,
+    plain_text_pattern,
+    refuse_formatting_characters,
+)
 
 ALLOWED_TAGS = frozenset(
     {
@@ -54,18 +59,6 @@ def sanitize_html(html: str) -> str:
     return _CLEANER.clean(html)
 
 
-# Joiners shape emoji sequences and Indic and Persian scripts; every other format
-# character (bidi overrides, zero-width space) only serves to disguise text.
-_ALLOWED_FORMAT = frozenset({"\t", "\u200c", "\u200d"})
-
-
-def _plain_text(value: str) -> str:
-    for character in value:
-        if unicodedata.category(character) in {"Cc", "Cf"} and character not in _ALLOWED_FORMAT:
-            raise ValueError("Text must not contain control or formatting characters.")
-    return value
-
-
 def _within_size(value: str) -> str:
     # Checked in UTF-8 bytes (64 KiB), after the cheap character bound above it.
     if len(value.encode("utf-8")) > MAX_HTML_BYTES:
@@ -79,4 +72,9 @@ SafeHTML = Annotated[
     AfterValidator(_within_size),
     AfterValidator(sanitize_html),
 ]
-PlainText = Annotated[str, AfterValidator(_plain_text)]
+# No control or format character but tab and the joiners (``bastion.security.text``).
+PlainText = Annotated[
+    str,
+    AfterValidator(refuse_formatting_characters),
+    DocumentedPattern(plain_text_pattern),
+]
