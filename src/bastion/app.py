@@ -24,6 +24,7 @@ from starlette.middleware import Middleware
 from bastion import __version__
 from bastion.admin.router import router as admin_router
 from bastion.admin.service import AdminService
+from bastion.apidocs.openapi import install_complete_openapi
 from bastion.apidocs.router import mount_docs
 from bastion.authentication import Authenticator
 from bastion.clock import utc_now
@@ -262,19 +263,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
-        openapi_url="/openapi.json",
+        # Served by bastion.apidocs as a metered public route instead.
+        openapi_url=None,
         middleware=_middleware(services.settings),
         lifespan=lifespan,
     )
     # Routes declared on the app later (a toolkit user's, a test's) check their policy up
     # front too, as the routers' own routes do (their routers are built on PolicyRoute).
     app.router.route_class = PolicyRoute
-    app.state.public_paths = {app.openapi_url}
+    app.state.public_paths = set()
     install_services(app, services)
     install_problem_handlers(app)
     for router in (health_router, identity_router, notes_router, admin_router):
         add_routes(app, router)
     mount_docs(app)
+    install_complete_openapi(app)
     return app
 
 

@@ -8,6 +8,7 @@ token) back to the client and into logs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,6 +95,16 @@ class InvalidFields(DomainError):
         self.errors = errors
 
 
+class UnsupportedMediaType(DomainError):
+    """A body in a media type the route does not read (RFC 9110 §15.5.16)."""
+
+    detail = "The body's media type is not supported here; see Accept-Post or Accept-Patch."
+
+    def __init__(self, accepted: list[str]) -> None:
+        super().__init__()
+        self.accepted = accepted
+
+
 class RateLimited(DomainError):
     """More requests than the route's quota; ``retry_after`` seconds until one more fits."""
 
@@ -112,6 +123,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     BadRequest: 400,
     Unauthenticated: 401,
     InvalidFields: 422,
+    UnsupportedMediaType: 415,
 }
 
 UNAVAILABLE_DETAIL = "A backing service is not answering; try again shortly."
@@ -137,18 +149,72 @@ class ProblemResponse(Response):
         super().__init__(render_problem(document), status_code=status, headers=headers)
 
 
+UNKNOWN_FIELDS_MESSAGE = "Unknown fields are not allowed."
+# Pydantic error types whose message is made from the schema alone (its limits, pattern,
+# choices) or by our own validators (value_error), never from the submitted value.
+_SCHEMA_MESSAGES = frozenset({
+    "missing", "string_type", "string_too_short", "string_too_long",
+    "string_pattern_mismatch", "int_type", "int_parsing", "int_from_float",
+    "int_parsing_size", "float_type", "float_parsing", "bool_type", "bool_parsing",
+    "greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of",
+    "finite_number", "list_type", "too_short", "too_long", "dict_type", "model_type",
+    "model_attributes_type", "literal_error", "enum", "uuid_type", "datetime_type",
+    "datetime_parsing", "datetime_from_date_parsing", "date_parsing", "timezone_aware",
+    "value_error", "assertion_error",
+})
+# The rest quote the value (``uuid_parsing`` names the character it choked on).
+_FIXED_MESSAGES = {"uuid_parsing": "Input should be a valid UUID."}
+INVALID_VALUE_MESSAGE = "Invalid value."
+# A location part is one of the schema's names (a field, parameter or header) or an index;
+# anything else would be a name the client chose.
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def _schema_location(loc: Any) -> list[str | int]:
+    location: list[str | int] = []
+    for part in loc:
+        if isinstance(part, int) or (isinstance(part, str) and _SCHEMA_NAME.fullmatch(part)):
+            location.append(part)
+        else:
+            break
+    return location
+
+
 def field_errors(raw: list[dict[str, Any]] | Any) -> list[FieldError]:
-    return [
-        {"loc": [part for part in error.get("loc", ()) if isinstance(part, str | int)],
-         "msg": str(error.get("msg", "Invalid value"))}
-        for error in raw
-    ]
+    """Where each error is, by the schema's own names, and what is wrong, in words that
+    hold nothing that was sent: an unknown field is reported at the object that holds it,
+    without its name (which the client chose), and a message that would quote the value
+    is replaced. Each distinct error once."""
+    errors: list[FieldError] = []
+    for error in raw:
+        kind = error.get("type")
+        loc = list(error.get("loc", ()))
+        if kind == "extra_forbidden":
+            # The last part is the unknown field's name: the object holding it is where.
+            location, message = _schema_location(loc[:-1]), UNKNOWN_FIELDS_MESSAGE
+        elif kind in _SCHEMA_MESSAGES:
+            location, message = _schema_location(loc), str(error.get("msg", INVALID_VALUE_MESSAGE))
+        else:
+            location = _schema_location(loc)
+            message = _FIXED_MESSAGES.get(str(kind), INVALID_VALUE_MESSAGE)
+        entry: FieldError = {"loc": location, "msg": message}
+        if entry not in errors:
+            errors.append(entry)
+    return errors
+
+
+MALFORMED_BODY_DETAIL = "The body is not valid JSON."
 
 
 async def _validation_problem(request: Request, exc: Exception) -> Response:
+    """422 for a body or parameter the schema refuses; 400 for a body that is not JSON at
+    all (FastAPI reports that as a validation error too), as for one that is not UTF-8."""
     assert isinstance(exc, RequestValidationError)  # noqa: S101 (registered for this type)
+    raw = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in raw):
+        return ProblemResponse(request, 400, MALFORMED_BODY_DETAIL)
     return ProblemResponse(
-        request, 422, "The request is invalid; see errors.", errors=field_errors(exc.errors())
+        request, 422, "The request is invalid; see errors.", errors=field_errors(raw)
     )
 
 
@@ -196,6 +262,11 @@ async def _domain_problem(request: Request, exc: Exception) -> Response:
         return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})
     if isinstance(exc, InvalidFields):
         return ProblemResponse(request, status, exc.detail, errors=exc.errors)
+    if isinstance(exc, UnsupportedMediaType):
+        # RFC 5789 §3.1 and the W3C LDP Accept-Post: what the method would have accepted.
+        name = "Accept-Patch" if request.method == "PATCH" else "Accept-Post"
+        headers = {name: ", ".join(exc.accepted)}
+        return ProblemResponse(request, status, exc.detail, headers=headers)
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
         return ProblemResponse(request, status, exc.detail, headers=headers)

@@ -39,6 +39,7 @@ from bastion.dependencies import (
     enforce,
     policy_checks,
 )
+from bastion.errors import UnsupportedMediaType
 from bastion.middleware.body_limit import BodyLimitMiddleware
 from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.security.principal import Principal
@@ -120,7 +121,7 @@ def _guarded_handler(route: APIRoute, build: Callable[[], Handler]) -> Handler:
     checks = policy_checks(declared)
     plain = build()
     if not checks:
-        return plain
+        return _media_type_checked(route, plain)
     route.dependant = _endpoint_given_principal(without_policies(declared))
     try:
         fast = build()
@@ -129,17 +130,64 @@ def _guarded_handler(route: APIRoute, build: Callable[[], Handler]) -> Handler:
     return _policy_handler(route, tuple(checks), plain, fast)
 
 
+JSON_MEDIA_TYPE = "application/json"
+
+
+def accepted_media_types(route: APIRoute) -> tuple[str, ...]:
+    """The media types of the route's request body, as its OpenAPI operation states them
+    (a body the route reads itself declares its own, as the token endpoint's form does);
+    none when it takes no body."""
+    extra = (route.openapi_extra or {}).get("requestBody", {}).get("content")
+    if extra:
+        return tuple(extra)
+    if route.body_field is not None:
+        return (getattr(route.body_field.field_info, "media_type", JSON_MEDIA_TYPE),)
+    return ()
+
+
+def _check_media_type(request: Request, accepted: tuple[str, ...]) -> None:
+    """415 for a body sent as something the route does not read. A request without
+    ``Content-Type`` goes on: FastAPI reads it as JSON, and a form route finds no form."""
+    header = request.headers.get("content-type")
+    if header is None:
+        return
+    media_type = header.partition(";")[0].strip().lower()
+    if media_type in accepted:
+        return
+    if JSON_MEDIA_TYPE in accepted and media_type.startswith("application/") and (
+        media_type.endswith("+json")
+    ):
+        return  # a structured-syntax suffix (RFC 6839): FastAPI reads it as JSON
+    raise UnsupportedMediaType(list(accepted))
+
+
+def _media_type_checked(route: APIRoute, handler: Handler) -> Handler:
+    accepted = accepted_media_types(route)
+    if not accepted:
+        return handler
+
+    async def handler_of_its_media_types(request: Request) -> Response:
+        _check_media_type(request, accepted)
+        return await handler(request)
+
+    return handler_of_its_media_types
+
+
 def _policy_handler(
     route: APIRoute, checks: tuple[PolicyCheck, ...], plain: Handler, fast: Handler
 ) -> Handler:
     policies = frozenset(check.policy for check in checks)
     provider = route.dependency_overrides_provider
+    accepted = accepted_media_types(route)
 
     async def handler(request: Request) -> Response:
         overrides = getattr(provider, "dependency_overrides", None)
         if overrides and not policies.isdisjoint(overrides):
             return await plain(request)
+        # Who is asking, and whether they may, before anything about the body.
         await enforce(request, checks)
+        if accepted:
+            _check_media_type(request, accepted)
         return await fast(request)
 
     return handler

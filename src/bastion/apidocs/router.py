@@ -6,7 +6,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+import orjson
+from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from swagger_ui_bundle import swagger_ui_path
 
@@ -14,6 +15,7 @@ from bastion.dependencies import public
 from bastion.routing import PolicyRoute
 
 DOCS_PATH = "/docs"
+OPENAPI_PATH = "/openapi.json"
 _INIT_SCRIPT = (files("bastion.apidocs") / "swagger-init.js").read_bytes()
 _PAGE = f"""<!doctype html>
 <html lang="en">
@@ -32,6 +34,24 @@ _PAGE = f"""<!doctype html>
 """
 
 router = APIRouter(include_in_schema=False, dependencies=[public()], route_class=PolicyRoute)
+
+
+@router.get(OPENAPI_PATH)
+async def openapi_document(request: Request) -> Response:
+    """The document, with the docs' policy and quota like every route but the health
+    probes (FastAPI's own ``openapi_url`` route has neither)."""
+    return Response(_rendered(request.app), media_type="application/json")
+
+
+_RENDERED_KEY = "bastion.openapi_json"
+
+
+def _rendered(app: FastAPI) -> bytes:
+    rendered: bytes | None = getattr(app.state, _RENDERED_KEY, None)
+    if rendered is None:
+        rendered = orjson.dumps(app.openapi())
+        setattr(app.state, _RENDERED_KEY, rendered)
+    return rendered
 
 
 @router.get(DOCS_PATH)
