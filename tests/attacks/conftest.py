@@ -2,11 +2,11 @@
 
 bastion fetches nothing a client names (no key URL in a token, no image or link in a note,
 no mail domain), so while the app serves, the only connections it may open are to the
-database under test. ``network`` records every ``socket.connect`` and every name lookup of
-this process during a test, and fails the test at teardown if anything else was contacted
-or looked up: a future feature that fetches a client-supplied URL (a key set, a link
-preview, a deliverability check) shows up here as server-side request forgery.
-"""
+database under test. ``network`` records every ``socket.connect``, every datagram sent to an
+address and every name lookup of this process during a test, and fails the test at teardown
+if anything else was contacted or looked up: a future feature that fetches a client-supplied
+URL (a key set, a link preview, a deliverability check) shows up here as server-side request
+forgery."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def network(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[Net
     log = Network(settings)
     original_connect = socket.socket.connect
     original_connect_ex = socket.socket.connect_ex
+    original_sendto = socket.socket.sendto
     original_getaddrinfo = socket.getaddrinfo
 
     def connect(self: socket.socket, address: SocketAddress) -> None:
@@ -76,6 +77,11 @@ def network(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[Net
         log.connects.append(address)
         return original_connect_ex(self, address)
 
+    def sendto(self: socket.socket, data: Any, *rest: Any) -> int:
+        # A datagram to an address (a DNS query, say) is a connection of its own.
+        log.connects.append(rest[-1])
+        return original_sendto(self, data, *rest)
+
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if host is not None:
             log.lookups.append(host.decode() if isinstance(host, bytes) else str(host))
@@ -83,6 +89,7 @@ def network(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[Net
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket.socket, "sendto", sendto)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     yield log
     assert log.outbound() == [], "the app connected to something other than its database"
