@@ -46,6 +46,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from bastion.config import Settings
+from bastion.middleware.secure_headers import API_HEADERS
+from bastion.problems import PROBLEM_CONTENT_TYPE, problem_document, render_problem, status_phrase
 from bastion.security.trusted_proxies import TrustedProxies
 
 SERVICE_APP = "bastion.app:app_from_environment"
@@ -204,11 +206,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._count_parsed(len(name) + len(value) + 4)  # ": " and CRLF
         super().on_header(name, value)
 
-    def send_400_response(self, msg: str) -> None:
+    def send_400_response(self, msg: str) -> None:  # noqa: ARG002 (uvicorn's own words)
         if self._parsed_head_bytes > self.max_head_bytes:
             self._refuse_head()
         else:
-            super().send_400_response(msg)
+            # uvicorn's own answer is plain text without the security headers.
+            self._answer_and_close(400, UNPARSABLE_REQUEST_DETAIL)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -233,13 +236,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._disarm_head_deadline()
         self.logger.warning("Request head too large.")
-        body = b"Request Header Fields Too Large"
-        self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
-        )
+        self._answer_and_close(431, HEAD_TOO_LARGE_DETAIL)
+
+    def _answer_and_close(self, status: int, detail: str) -> None:
+        """An answer from below the app, as the app answers: problem details with the
+        security headers (no request id: none was assigned yet), then the connection
+        closed, as nothing more can be read from it."""
+        self.transport.write(server_problem(status, detail))
         self.transport.close()
+
+
+HEAD_TOO_LARGE_DETAIL = (
+    f"The request line and headers are larger than {MAX_REQUEST_HEAD_BYTES} bytes."
+)
+UNPARSABLE_REQUEST_DETAIL = "The request is not valid HTTP/1.1."
+
+
+def server_problem(status: int, detail: str) -> bytes:
+    body = render_problem(problem_document(status, detail, None))
+    head = [
+        f"HTTP/1.1 {status} {status_phrase(status)}".encode("ascii"),
+        b"content-type: " + PROBLEM_CONTENT_TYPE.encode("ascii"),
+        b"content-length: %d" % len(body),
+        b"cache-control: no-store",
+        *(name + b": " + value for name, value in API_HEADERS),
+        b"connection: close",
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 # The hardening as ``uvicorn.Config`` keyword arguments: ``build_config`` passes them, and a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import stat
 
@@ -234,3 +235,31 @@ def test_a_whole_oversized_head_in_one_write_is_a_431(live_server: LiveServer) -
             while chunk := connection.recv(65536):
                 reply += chunk
     assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
+    assert_server_layer_problem(reply, 431)
+
+
+def assert_server_layer_problem(reply: bytes, status: int) -> None:
+    """An answer from below the app is problem details with the security headers too."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+    }
+    assert headers[b"content-type"] == b"application/problem+json", headers
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    assert headers[b"content-security-policy"].startswith(b"default-src 'none'")
+    problem = json.loads(body)
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+    assert b"x" * 100 not in body
+
+
+def test_a_request_that_is_not_http_is_a_400_problem(live_server: LiveServer) -> None:
+    """uvicorn answered an unparsable request in plain text without the security headers."""
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as connection:
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")
+        reply = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := connection.recv(65536):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400 "), reply[:100]
+    assert_server_layer_problem(reply, 400)

@@ -67,7 +67,10 @@ def _common_headers(csp: str) -> Headers:
     )
 
 
-_REPLACED = frozenset(name for name, _ in _common_headers(API_CSP)) | {b"server"}
+# What every API answer carries; also sent by the server layer's own answers (431, 400
+# for an unparsable request), which never reach this middleware.
+API_HEADERS = _common_headers(API_CSP)
+_REPLACED = frozenset(name for name, _ in API_HEADERS) | {b"server"}
 _NO_STORE = (b"cache-control", b"no-store")
 _HSTS = (b"strict-transport-security", HSTS.encode())
 
@@ -83,7 +86,7 @@ class SecureHeadersMiddleware:
         no_store_prefixes: Sequence[str] = ("/auth",),
     ) -> None:
         self.app = app
-        self.api_headers = _common_headers(API_CSP)
+        self.api_headers = API_HEADERS
         self.docs_headers = _common_headers(DOCS_CSP)
         self.https_api_headers = [*self.api_headers, _HSTS]
         self.https_docs_headers = [*self.docs_headers, _HSTS]
