@@ -1,0 +1,71 @@
+"""Schemathesis against the real server: zero failures and zero unexplained warnings.
+
+``make test`` runs the three runs of ``schemathesis_runs.RUNS`` on SQLite at ``QUICK`` depth
+(about a minute in all, on two cores next to the rest of the suite); ``make scan`` runs them at
+``DEEP`` depth on SQLite and on PostgreSQL. A failure lists every failed check with the
+request that reproduces it; the reports stay in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BACKENDS
+from tests.scanners.schemathesis_runs import RUNS, Depth, Report, Run, run_schemathesis
+from tests.scanners.target import SUMMARY_PROPERTY, scan_target
+from tests.servers.postgres import PostgresServer
+
+# pytest's record_property fixture: a name and a value for the test's report.
+RecordProperty = Callable[[str, object], None]
+
+# Examples per operation and phase. Measured on two cores with nothing else running: the three
+# runs take 25-40 s, 15-30 s and 5 s (more while failures are being shrunk), so all of it
+# stays within two minutes next to the rest of ``make test``. The timeout only ends a hang.
+QUICK = Depth("quick", max_examples=30, max_time=None, timeout=150)
+# Fuzzing and stateful testing repeat until max_time is spent; six deep runs and sqlmap share
+# two cores within ``make scan``'s budget.
+DEEP = Depth("deep", max_examples=1000, max_time=150, timeout=330)
+
+
+def assert_clean(report: Report, record_property: RecordProperty) -> None:
+    record_property(SUMMARY_PROPERTY, report.summary())
+    problems = report.problems()
+    if problems:
+        pytest.fail(
+            f"{report.summary()}\n" + "\n".join(problems) + "\n(the reports and the output: "
+            f"{report.run.name} under the test's tmp dir)",
+            pytrace=False,
+        )
+
+
+def scan(
+    run: Run, depth: Depth, root: Path, backend: str, postgres: PostgresServer | None
+) -> Report:
+    with scan_target(root, backend, postgres) as target:
+        return run_schemathesis(run, depth, target)
+
+
+@pytest.mark.timeout(QUICK.timeout + 30)
+@pytest.mark.parametrize("run", RUNS, ids=lambda run: run.name)
+def test_schemathesis(run: Run, tmp_path: Path, record_property: RecordProperty) -> None:
+    assert_clean(scan(run, QUICK, tmp_path, "sqlite", None), record_property)
+
+
+@pytest.mark.deep_scan
+@pytest.mark.timeout(DEEP.timeout + 60)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("run", RUNS, ids=lambda run: run.name)
+def test_schemathesis_deep(
+    run: Run,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    record_property: RecordProperty,
+) -> None:
+    postgres: PostgresServer | None = None
+    if backend == "postgresql":
+        postgres = request.getfixturevalue("postgres_server")
+    assert_clean(scan(run, DEEP, tmp_path, backend, postgres), record_property)
