@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -50,6 +51,18 @@ PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id"}
 # What must never reach a client: internals of the stack, the database or the file system.
 LEAK_MARKERS = ("Traceback", 'File "', "site-packages", "/etc/", "SELECT", "sqlalchemy", "asyncpg")
 SANE_GENERATED_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """What the server sends back for ``data`` written on a plain TCP connection, read until
+    it closes: for requests no HTTP client would send."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        reply = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := connection.recv(65536):
+                reply += chunk
+    return reply
 
 
 def logger_of(record: Mapping[str, Any]) -> Any:

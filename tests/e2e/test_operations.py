@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import stat
 
 import pytest
@@ -14,6 +12,7 @@ from tests.e2e.conftest import (
     LiveServer,
     assert_problem,
     assert_secure_headers,
+    raw_exchange,
 )
 
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms", "client_ip", "request_id")
@@ -228,12 +227,7 @@ def test_a_whole_oversized_head_in_one_write_is_a_431(live_server: LiveServer) -
         + b"x" * 100_000
         + b"\r\nConnection: close\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as connection:
-        connection.sendall(head)
-        reply = b""
-        with contextlib.suppress(ConnectionError):
-            while chunk := connection.recv(65536):
-                reply += chunk
+    reply = raw_exchange(live_server.port, head)
     assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
     assert_server_layer_problem(reply, 431)
 
@@ -255,11 +249,8 @@ def assert_server_layer_problem(reply: bytes, status: int) -> None:
 
 def test_a_request_that_is_not_http_is_a_400_problem(live_server: LiveServer) -> None:
     """uvicorn answered an unparsable request in plain text without the security headers."""
-    with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as connection:
-        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")
-        reply = b""
-        with contextlib.suppress(ConnectionError):
-            while chunk := connection.recv(65536):
-                reply += chunk
+    reply = raw_exchange(
+        live_server.port, b"GET /health/live HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n"
+    )
     assert reply.startswith(b"HTTP/1.1 400 "), reply[:100]
     assert_server_layer_problem(reply, 400)

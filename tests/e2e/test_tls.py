@@ -24,6 +24,7 @@ from bastion.server import MAX_REQUEST_HEAD_BYTES
 from tests.e2e.conftest import (
     LiveServer,
     assert_secure_headers,
+    raw_exchange,
     run_bastion,
     running,
     serve_command,
@@ -156,12 +157,8 @@ def test_a_tls_12_suite_without_aead_is_refused(tls_server: TLSServer) -> None:
 def test_plain_http_to_the_tls_port_fails(tls_server: TLSServer) -> None:
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{tls_server.port}/health/live", timeout=10.0)
-    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=10) as raw:
-        raw.sendall(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        reply = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := raw.recv(65536):
-                reply += chunk
+    plain = b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    reply = raw_exchange(tls_server.port, plain)
     assert b"HTTP/" not in reply
     assert b"status" not in reply
 
