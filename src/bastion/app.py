@@ -265,6 +265,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
         # Served by bastion.apidocs as a metered public route instead.
         openapi_url=None,
+        # A path with a trailing slash is not a path of the API: 404, like any other. The
+        # redirect was answered before any policy, telling anyone which paths exist.
+        redirect_slashes=False,
         middleware=_middleware(services.settings),
         lifespan=lifespan,
     )

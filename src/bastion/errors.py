@@ -28,6 +28,7 @@ from bastion.problems import (
     render_problem,
     status_phrase,
 )
+from bastion.schemas import UNKNOWN_FIELDS_ERROR, UNKNOWN_FIELDS_MESSAGE
 from bastion.storage import StorageUnavailable
 from bastion.storage.outages import Outage, OutageReports, sqlstate_of
 
@@ -149,7 +150,6 @@ class ProblemResponse(Response):
         super().__init__(render_problem(document), status_code=status, headers=headers)
 
 
-UNKNOWN_FIELDS_MESSAGE = "Unknown fields are not allowed."
 # Pydantic error types whose message is made from the schema alone (its limits, pattern,
 # choices) or by our own validators (value_error), never from the submitted value.
 _SCHEMA_MESSAGES = frozenset({
@@ -192,6 +192,8 @@ def field_errors(raw: list[dict[str, Any]] | Any) -> list[FieldError]:
         if kind == "extra_forbidden":
             # The last part is the unknown field's name: the object holding it is where.
             location, message = _schema_location(loc[:-1]), UNKNOWN_FIELDS_MESSAGE
+        elif kind == UNKNOWN_FIELDS_ERROR:  # StrictModel's: already at the object
+            location, message = _schema_location(loc), UNKNOWN_FIELDS_MESSAGE
         elif kind in _SCHEMA_MESSAGES:
             location, message = _schema_location(loc), str(error.get("msg", INVALID_VALUE_MESSAGE))
         else:

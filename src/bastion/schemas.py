@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from bastion.security.text import TEXT_PATTERN, TEXT_REFUSED_MESSAGE, holds_refused_character
+
+# The error type of a body with fields the schema does not have, and its whole message: the
+# names are the client's choice, so they are not repeated (``bastion.errors.field_errors``).
+UNKNOWN_FIELDS_ERROR = "unknown_fields"
+UNKNOWN_FIELDS_MESSAGE = "Unknown fields are not allowed."
 
 
 def _holds_refused_text(value: Any) -> bool:
@@ -57,6 +63,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(
         extra="forbid", str_strip_whitespace=False, json_schema_extra=_document_model
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any) -> Any:
+        """One error for any number of unknown fields, before any field is validated.
+        ``extra="forbid"`` alone reports each (30,000 keys in a 400 KB body were 30,000
+        errors, and 0.3 to 0.6 s of CPU to copy and drop); it stays for nested models."""
+        if isinstance(data, dict) and not data.keys() <= cls.model_fields.keys():
+            raise PydanticCustomError(UNKNOWN_FIELDS_ERROR, UNKNOWN_FIELDS_MESSAGE)
+        return data
 
     @field_validator("*", mode="before")
     @classmethod

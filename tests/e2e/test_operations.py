@@ -33,6 +33,16 @@ def test_unknown_path_is_a_404_problem(live_server: LiveServer) -> None:
         assert_problem(client.get("/no/such/path"), 404)
 
 
+@pytest.mark.parametrize("path", ["/admin/users/", "/notes/", "/auth/me/"])
+def test_a_trailing_slash_is_a_404_not_a_redirect(live_server: LiveServer, path: str) -> None:
+    """Starlette redirected these (307) before any policy ran, telling an anonymous caller
+    which paths exist."""
+    with live_server.client() as client:
+        response = client.get(path)
+    assert_problem(response, 404)
+    assert "location" not in response.headers
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
