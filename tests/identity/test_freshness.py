@@ -1,4 +1,4 @@
-"""Deterministic interleavings of the races in tests/attacks/test_races.py.
+"""Deterministic interleavings of the races in tests/attacks/test_api2_authentication_races.py.
 
 A hasher whose verification lets another change commit while the hash runs — the ~20 ms
 window the real races hit by chance — so each decision made before the slow step is
