@@ -33,7 +33,13 @@ from tests.e2e.api import (
     cache_directives,
     connected,
 )
-from tests.e2e.conftest import LiveServer, assert_secure_headers, postgres_for, service
+from tests.e2e.conftest import (
+    LiveServer,
+    assert_problem,
+    assert_secure_headers,
+    postgres_for,
+    service,
+)
 from tests.identity.helpers import NEW_PASSWORD, PASSWORD, bearer
 
 OTHER_WRONG_PASSWORD = "not the password of anybody at all"
@@ -214,8 +220,9 @@ def test_unknown_user_and_wrong_password_get_identical_answers(api: Api) -> None
     json_body = api.request(
         "POST", "/auth/token", json={"grant_type": "password", "username": "existing"}
     )
-    assert json_body.status_code == 400, json_body.text
-    assert json_body.json()["error"] == "invalid_request"
+    # RFC 6749 §3.2 takes a form only: JSON is refused as a media type (RFC 9110 §15.5.16).
+    assert_problem(json_body, 415)
+    assert json_body.headers["accept-post"] == "application/x-www-form-urlencoded"
 
     # The right password still works: one failure locks nothing.
     api.login("existing")

@@ -12,7 +12,7 @@ import pytest
 
 from bastion.security.sanitize import sanitize_html
 from tests.e2e.api import Account, Api, connected
-from tests.e2e.conftest import LiveServer, assert_problem
+from tests.e2e.conftest import LiveServer, assert_problem, postgres_for, service
 from tests.identity.helpers import PASSWORD
 
 # Characters no text input takes: NUL (which PostgreSQL refuses in text outright, and which
@@ -24,9 +24,22 @@ MALFORMED_JSON = b'{"title": "unfinished'
 SOME_ID = "5b0f3c9e-2f6d-4e8a-9c1b-7d4e6f8a0b21"  # nobody's: identity is settled first
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def edge_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A server of this module's own: it registers more accounts than the default register
+    quota (20 an hour per address) lets a shared server take."""
+    root = tmp_path_factory.mktemp(f"edges-{request.param}")
+    with service(
+        root, request.param, postgres_for(request), rate_limit_register="1000/hour"
+    ) as server:
+        yield server
+
+
 @pytest.fixture(scope="module")
-def api(live_server: LiveServer) -> Iterator[Api]:
-    with connected(live_server) as api:
+def api(edge_server: LiveServer) -> Iterator[Api]:
+    with connected(edge_server) as api:
         yield api
 
 
