@@ -36,7 +36,7 @@ if [[ -z "$$py" ]] || ! "$$py" -c 'import sys; sys.exit(sys.version_info < (3, 1
 fi
 endef
 
-.PHONY: help $(VENV) run system-deps lint typecheck pytest test faults lock clean bench bench-deps profile
+.PHONY: help $(VENV) run system-deps lint typecheck pytest test faults scan lock clean bench bench-deps profile
 
 help:
 	@echo "make run           serve bastion on 127.0.0.1:8000 (data in ./.bastion)"
@@ -47,6 +47,8 @@ help:
 	@echo "make typecheck     mypy (config in pyproject.toml)"
 	@echo "make pytest        pytest -n 2, incl. browser tests; PYTEST_ARGS=... to pass more"
 	@echo "make faults        the whole fault suite (tests/faults) three times in a row; not in make test"
+	@echo "make scan          deep schemathesis runs (SQLite and PostgreSQL) and sqlmap on every query"
+	@echo "                   and path parameter (~10 min, offline; not part of make test)"
 	@echo "make lock          regenerate constraints.txt from a clean venv"
 	@echo "make bench         every target of docs/performance.md, side by side (~10 min;"
 	@echo "                   not part of make test); BENCH_ARGS=... for bench/run.py"
@@ -95,6 +97,15 @@ faults: system-deps $(VENV_STAMP)
 	  echo "== fault suite, run $$run of $(FAULT_RUNS)"; \
 	  BASTION_FAULTS=full $(BIN)/pytest -n 2 -p no:cacheprovider tests/faults $(PYTEST_ARGS); \
 	done
+
+# The scanners' deep runs (tests/scanners; make test runs their quick form): schemathesis
+# with many more examples for a fixed time, on SQLite and on PostgreSQL, as a user with a BOLA
+# peer, as the admin and on the session-ending operations; and sqlmap on every query and path
+# parameter of the OpenAPI document. Everything comes from .venv and the system packages that
+# make test installed, and talks to servers on the loopback only: it runs offline. Each scan
+# target ends with one line in the "scanners" summary; any finding fails the run.
+scan: system-deps $(VENV_STAMP)
+	SCAN_DEPTH=deep $(BIN)/pytest -n 2 -p no:cacheprovider tests/scanners $(PYTEST_ARGS)
 
 # The benchmark: system tools (wrk, taskset, PostgreSQL) and bench/requirements.txt
 # (py-spy) installed into .venv for the bench only, never as runtime dependencies;

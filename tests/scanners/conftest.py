@@ -40,16 +40,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    # A report can be listed under more than one category; one line per test.
-    lines = {
-        report.nodeid: str(value)
+    # dict.fromkeys: in order, and once even if a report is listed under two categories.
+    lines = dict.fromkeys(
+        str(value)
         for reports in terminalreporter.stats.values()
         for report in reports
         if getattr(report, "when", None) == "call"
         for name, value in getattr(report, "user_properties", ())
         if name == SUMMARY_PROPERTY
-    }
+    )
     if lines:
         terminalreporter.write_sep("=", "scanners")
-        for line in sorted(lines.values()):
+        for line in lines:
             terminalreporter.write_line(line)

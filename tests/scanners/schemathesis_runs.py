@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from tests.scanners.target import ADMIN, PEER, USER, ScanTarget
+from tests.scanners.target import ADMIN, PEER, USER, ScanTarget, decoded, tool_environment
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 HOOKS = Path(__file__).with_name("st_hooks.py")
@@ -294,14 +293,14 @@ def run_schemathesis(run: Run, depth: Depth, target: ScanTarget) -> Report:
         result = subprocess.run(
             argv,
             cwd=workdir,
-            env=_environment(),
+            env=tool_environment(),
             capture_output=True,
             text=True,
             timeout=depth.timeout,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        output = _text(exc.stdout) + _text(exc.stderr)
+        output = decoded(exc.stdout) + decoded(exc.stderr)
         pytest.fail(
             f"schemathesis {run.name} did not finish within {depth.timeout:.0f} s:\n"
             f"{shlex.join(argv)}\n{output[-OUTPUT_TAIL_CHARS:]}\n"
@@ -319,19 +318,6 @@ def run_schemathesis(run: Run, depth: Depth, target: ScanTarget) -> Report:
     document = json.loads(json_report.read_text(encoding="utf-8"))
     failures = list(read_failures(reports / "events.ndjson", run.identity))
     return Report(run, target.backend, document, failures, result.returncode, output, elapsed)
-
-
-def _environment() -> dict[str, str]:
-    """The test's environment, without proxies: the server is on the loopback."""
-    env = {name: value for name, value in os.environ.items() if "proxy" not in name.lower()}
-    env["NO_COLOR"] = "1"
-    return env
-
-
-def _text(output: str | bytes | None) -> str:
-    if isinstance(output, bytes):
-        return output.decode("utf-8", errors="replace")
-    return output or ""
 
 
 def read_failures(events: Path, identity: str) -> Iterator[Failure]:

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+import pytest
 
 from tests.e2e.api import FAST_HASHING_ENV, Account, connected
 from tests.e2e.conftest import Deployment, LiveServer, deployed
@@ -53,6 +56,8 @@ TOKEN_URL = "/auth/token"
 DEEP_MARKER = "deep_scan"
 # The name under which a scan test records its one-line summary (see conftest.py).
 SUMMARY_PROPERTY = "scan_summary"
+# pytest's record_property fixture: a name and a value for the test's report.
+RecordProperty = Callable[[str, object], None]
 
 
 @dataclass(frozen=True)
@@ -124,14 +129,40 @@ def seed(deployment: Deployment) -> dict[str, Account]:
     return accounts
 
 
+def postgres_for(request: pytest.FixtureRequest, backend: str) -> PostgresServer | None:
+    """The session's PostgreSQL server when ``backend`` is PostgreSQL (started only then)."""
+    if backend != "postgresql":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server
+
+
 @contextlib.contextmanager
 def scan_target(
     root: Path, backend: str, postgres: PostgresServer | None = None
 ) -> Iterator[ScanTarget]:
     """A seeded server on ``backend`` with its WFC file, stopped (and its PostgreSQL database
     dropped) afterwards. Fails, with the server's log tail, when it cannot start."""
+    root.mkdir(parents=True, exist_ok=True)  # `bastion migrate` runs in it first
     with deployed(root, backend, postgres, **SCAN_SETTINGS) as deployment:
         accounts = seed(deployment)
         wfc_file = root / "wfc-auth.json"
         wfc_file.write_text(json.dumps(wfc_document(accounts), indent=2), encoding="utf-8")
         yield ScanTarget(deployment, root, accounts, wfc_file)
+
+
+def tool_environment(**variables: str) -> dict[str, str]:
+    """The environment of a scanner's process: the test's own without proxy variables (the
+    server is on the loopback; a proxy would see the traffic, or refuse it) and without
+    colours, plus ``variables``."""
+    env = {name: value for name, value in os.environ.items() if "proxy" not in name.lower()}
+    env.update({"NO_COLOR": "1", "TERM": "dumb", **variables})
+    return env
+
+
+def decoded(output: str | bytes | None) -> str:
+    """A process's captured output as text (``TimeoutExpired`` holds bytes, even with
+    ``text=True``)."""
+    if isinstance(output, bytes):
+        return output.decode("utf-8", errors="replace")
+    return output or ""

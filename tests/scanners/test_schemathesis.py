@@ -8,18 +8,14 @@ request that reproduces it; the reports stay in the test's tmp dir.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BACKENDS
 from tests.scanners.schemathesis_runs import RUNS, Depth, Report, Run, run_schemathesis
-from tests.scanners.target import SUMMARY_PROPERTY, scan_target
+from tests.scanners.target import SUMMARY_PROPERTY, RecordProperty, postgres_for, scan_target
 from tests.servers.postgres import PostgresServer
-
-# pytest's record_property fixture: a name and a value for the test's report.
-RecordProperty = Callable[[str, object], None]
 
 # Examples per operation and phase. Measured on two cores with nothing else running: the three
 # runs take 25-40 s, 15-30 s and 5 s (more while failures are being shrunk), so all of it
@@ -27,7 +23,7 @@ RecordProperty = Callable[[str, object], None]
 QUICK = Depth("quick", max_examples=30, max_time=None, timeout=150)
 # Fuzzing and stateful testing repeat until max_time is spent; six deep runs and sqlmap share
 # two cores within ``make scan``'s budget.
-DEEP = Depth("deep", max_examples=1000, max_time=150, timeout=330)
+DEEP = Depth("deep", max_examples=1000, max_time=120, timeout=300)
 
 
 def assert_clean(report: Report, record_property: RecordProperty) -> None:
@@ -65,7 +61,5 @@ def test_schemathesis_deep(
     request: pytest.FixtureRequest,
     record_property: RecordProperty,
 ) -> None:
-    postgres: PostgresServer | None = None
-    if backend == "postgresql":
-        postgres = request.getfixturevalue("postgres_server")
+    postgres = postgres_for(request, backend)
     assert_clean(scan(run, DEEP, tmp_path, backend, postgres), record_property)
