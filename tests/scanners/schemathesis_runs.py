@@ -129,6 +129,7 @@ class Report:
 
     run: Run
     backend: str
+    workdir: Path
     document: dict[str, Any]
     failures: list[Failure] = field(default_factory=list)
     exit_code: int = 0
@@ -317,7 +318,9 @@ def run_schemathesis(run: Run, depth: Depth, target: ScanTarget) -> Report:
         )
     document = json.loads(json_report.read_text(encoding="utf-8"))
     failures = list(read_failures(reports / "events.ndjson", run.identity))
-    return Report(run, target.backend, document, failures, result.returncode, output, elapsed)
+    return Report(
+        run, target.backend, workdir, document, failures, result.returncode, output, elapsed
+    )
 
 
 def read_failures(events: Path, identity: str) -> Iterator[Failure]:
