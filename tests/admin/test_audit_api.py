@@ -102,6 +102,11 @@ async def test_invalid_filters_are_422(app: FastAPI, client: httpx.AsyncClient) 
         {"user_id": "bob"},
         {"since": "yesterday"},
         {"since": "2026-01-01T00:00:00"},  # no time zone: ambiguous, refused
+        # Not RFC 3339 date-times, which the document promises: pydantic read a number as a
+        # Unix time and a bare date as its midnight.
+        {"since": "0.5"},
+        {"since": "1700000000"},
+        {"since": "2026-01-01"},
         {"limit": 0},
         {"limit": 101},
     ):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bastion.security.sanitize import sanitize_html
-from tests.e2e.api import Account, Api, connected
+from tests.e2e.api import ROOMY_LOGIN_LIMIT, Account, Api, connected
 from tests.e2e.conftest import LiveServer, assert_problem, postgres_for, service
 from tests.identity.helpers import PASSWORD
 
@@ -28,11 +28,16 @@ SOME_ID = "5b0f3c9e-2f6d-4e8a-9c1b-7d4e6f8a0b21"  # nobody's: identity is settle
 def edge_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    """A server of this module's own: it registers more accounts than the default register
-    quota (20 an hour per address) lets a shared server take."""
+    """A server of this module's own: it registers and changes passwords more often than
+    the default register and login quotas (20 an hour, 10 a minute per address) let a
+    shared server take."""
     root = tmp_path_factory.mktemp(f"edges-{request.param}")
     with service(
-        root, request.param, postgres_for(request), rate_limit_register="1000/hour"
+        root,
+        request.param,
+        postgres_for(request),
+        rate_limit_register="1000/hour",
+        rate_limit_login=ROOMY_LOGIN_LIMIT,
     ) as server:
         yield server
 

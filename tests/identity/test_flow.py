@@ -26,6 +26,17 @@ INVALID_GRANT = {
 }
 
 
+async def test_an_age_may_be_written_as_an_integral_number(client: httpx.AsyncClient) -> None:
+    """JSON Schema's integer takes 40.0; the schema says integer, so the server does too."""
+    response = await client.post(
+        "/auth/register",
+        json={"username": "alice", "email": "alice@example.com", "password": PASSWORD,
+              "age": 40.0},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["age"] == 40
+
+
 async def test_register_returns_the_public_user_only(client: httpx.AsyncClient) -> None:
     user = await register(client, "Alice")
     assert set(user) == {"id", "username", "email", "age", "roles", "created_at"}
@@ -83,6 +94,9 @@ async def test_concurrent_registrations_of_one_name_give_one_201(
         ({"username": "alice smith"}, ["body", "username"]),
         ({"username": "ålice"}, ["body", "username"]),
         ({"email": "not-an-email"}, ["body", "email"]),
+        ({"email": "\u00e4lice@example.com"}, ["body", "email"]),  # ASCII only: no look-alikes
+        ({"email": '"alice smith"@example.com'}, ["body", "email"]),
+        ({"email": "alice@localhost"}, ["body", "email"]),
         ({"roles": ["admin"]}, ["body"]),  # unknown: at the body, without its name
         ({"id": "00000000-0000-0000-0000-000000000000"}, ["body"]),
     ],
@@ -178,10 +192,45 @@ async def test_revoking_an_access_token_ends_only_that_token(client: httpx.Async
     assert (await me(client, rotated["access_token"])).status_code == 200
 
 
-@pytest.mark.parametrize("token", ["garbage", "", "x" * 5000])
+@pytest.mark.parametrize("token", ["garbage", "x" * 5000])
 async def test_revoke_answers_200_for_anything(client: httpx.AsyncClient, token: str) -> None:
     response = await client.post("/auth/revoke", data={"token": token})
     assert response.status_code == 200
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    "form",
+    [{"token": ""}, {"token_type_hint": ""}, {"token_type_hint": "access_token"}],
+)
+async def test_revoke_without_a_token_is_an_invalid_request(
+    client: httpx.AsyncClient, form: dict[str, str]
+) -> None:
+    """RFC 7009 §2.1 requires ``token``, and RFC 6749 §3.2 reads one without a value as not
+    sent; it was a 200 that revoked nothing."""
+    response = await client.post("/auth/revoke", data=form)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request", "error_description": "token is required."
+    }
+
+
+async def test_unknown_form_parameters_are_ignored_but_known_ones_count_once(
+    client: httpx.AsyncClient,
+) -> None:
+    """RFC 6749 §3.2: unrecognised parameters are ignored (even repeated); a recognised one
+    may not be repeated."""
+    ignored = await client.post(
+        "/auth/revoke", content=b"x=1&x=2&extra=3&token=garbage",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert ignored.status_code == 200, ignored.text
+    repeated = await client.post(
+        "/auth/revoke", content=b"token=a&token=b",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert repeated.status_code == 400
+    assert repeated.json()["error"] == "invalid_request"
 
 
 async def test_password_change_revokes_every_other_session(client: httpx.AsyncClient) -> None:

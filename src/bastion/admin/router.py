@@ -6,9 +6,8 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
-from pydantic import AwareDatetime
 
-from bastion.admin.schemas import AdminUser, AuditEventOut, UserUpdate
+from bastion.admin.schemas import AdminUser, AuditEventOut, DateTimeText, UserUpdate
 from bastion.admin.service import AdminService, UsersPosition
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType
@@ -133,8 +132,8 @@ async def list_audit_events(
         uuid.UUID | None, Query(description="Only events with this user as actor or subject.")
     ] = None,
     since: Annotated[
-        AwareDatetime | None,
-        Query(description="Only events at or after this time (ISO 8601 with a time zone)."),
+        DateTimeText | None,
+        Query(description="Only events at or after this time (RFC 3339, with a time zone)."),
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,

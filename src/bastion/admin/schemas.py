@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 from bastion.audit.service import AuditEventFields
 from bastion.identity.schemas import UserPublic
 from bastion.schemas import PatchModel
 from bastion.security.permissions import ROLE_PERMISSIONS
 
+# RFC 3339's date-time, which JSON Schema's "date-time" format means: a full date, "T", a
+# time and a zone. Pydantic alone also reads a number as a Unix time and takes a bare date.
+RFC_3339_DATE_TIME = (
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc_3339_text(value: object) -> object:
+    if isinstance(value, str) and not re.fullmatch(RFC_3339_DATE_TIME, value):
+        raise ValueError("Give a date and time with a time zone (RFC 3339).")
+    return value
+
+
+DateTimeText = Annotated[AwareDatetime, BeforeValidator(_rfc_3339_text)]
 MAX_ROLES = 16  # far more than there are roles; only stops absurd bodies
 
 

@@ -42,8 +42,17 @@ _FORM_TEXT = {"type": "string", "pattern": LINE_PATTERN}
 
 
 def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI for a urlencoded body the route reads itself (RFC 6749 forms)."""
-    schema = {"type": "object", "required": required, "properties": properties}
+    """OpenAPI for a urlencoded body the route reads itself (RFC 6749 forms): other
+    parameters are ignored (§3.2), but count toward the bound and take no control
+    characters either."""
+    schema = {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "maxProperties": MAX_FORM_FIELDS,
+        "propertyNames": {"pattern": LINE_PATTERN},
+        "additionalProperties": _FORM_TEXT,
+    }
     return {
         "requestBody": {"required": True, "content": {FORM_CONTENT_TYPE: {"schema": schema}}}
     }
@@ -59,12 +68,17 @@ _TOKEN_FORM = _form_body(
         "scope": _FORM_TEXT,
     },
 )
-_REVOKE_FORM = _form_body(["token"], {"token": _FORM_TEXT, "token_type_hint": _FORM_TEXT})
+TOKEN_PARAMETERS = frozenset({"grant_type", "username", "password", "refresh_token", "scope"})
+REVOKE_PARAMETERS = frozenset({"token", "token_type_hint"})
+_REVOKE_FORM = _form_body(
+    ["token"], {"token": {**_FORM_TEXT, "minLength": 1}, "token_type_hint": _FORM_TEXT}
+)
 
 
-async def _read_form(request: Request) -> dict[str, str] | None:
-    """An RFC 6749 form: urlencoded, every parameter at most once, few fields, no control
-    characters in any name or value; else None."""
+async def _read_form(request: Request, known: frozenset[str]) -> dict[str, str] | None:
+    """The ``known`` parameters of an RFC 6749 form: urlencoded, few fields, no control
+    characters in any name or value, each known parameter at most once (§3.2); else None.
+    A parameter sent without a value is as if not sent, and others are ignored (§3.2)."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
         return None
@@ -77,8 +91,10 @@ async def _read_form(request: Request) -> dict[str, str] | None:
         return None
     if any(holds_control_character(part) for pair in pairs for part in pair):
         return None
-    form = dict(pairs)
-    return form if len(form) == len(pairs) else None
+    mine = [(name, value) for name, value in pairs if name in known]
+    if len({name for name, _ in mine}) != len(mine):
+        return None
+    return {name: value for name, value in mine if value}
 
 
 def _bad_form() -> JSONResponse:
@@ -123,7 +139,7 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
 )
 async def token(request: Request) -> Response:
     """OAuth2 token endpoint (RFC 6749): ``password`` and ``refresh_token`` grants."""
-    form = await _read_form(request)
+    form = await _read_form(request, TOKEN_PARAMETERS)
     if form is None:
         return _bad_form()
     grant_type = form.get("grant_type")
@@ -167,7 +183,8 @@ async def token(request: Request) -> Response:
         200: {"description": "Revoked, or nothing to revoke (RFC 7009 §2.2): an empty body."},
         400: {
             "model": OAuthError,
-            "description": "RFC 6749 §5.2 `invalid_request`: the body is not a valid form.",
+            "description": "RFC 6749 §5.2 `invalid_request`: the body is not a valid form, "
+            "or it has no token.",
         },
     },
     openapi_extra=_REVOKE_FORM,
@@ -176,13 +193,14 @@ async def token(request: Request) -> Response:
 )
 async def revoke(request: Request, session: DbSession) -> Response:
     """RFC 7009 revocation. Always 200, so it reveals nothing about the token."""
-    form = await _read_form(request)
+    form = await _read_form(request, REVOKE_PARAMETERS)
     if form is None:
         return _bad_form()
     token_value = form.get("token")
-    if token_value:
-        revocation = services_of(request.app).revocation
-        await revocation.revoke(session, token=token_value, audit=AuditContext.of(request))
+    if not token_value:
+        return _oauth_error("invalid_request", "token is required.")  # RFC 7009 §2.1
+    revocation = services_of(request.app).revocation
+    await revocation.revoke(session, token=token_value, audit=AuditContext.of(request))
     return Response(status_code=200)
 
 
