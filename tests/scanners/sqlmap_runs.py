@@ -43,6 +43,7 @@ LEVEL = 5
 RISK = 3
 # sqlmap's own limit per target; the process is ended some time after it.
 TIME_LIMIT = 180
+UNION_COLUMNS = "1-20"
 PROCESS_TIMEOUT = TIME_LIMIT + 60
 DBMS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 # Console lines that say a target is (or may be) injectable or otherwise vulnerable.
@@ -300,6 +301,10 @@ def command(target: Target, token: str, dbms: str, workdir: Path) -> list[str]:
         # with, not a reason for sqlmap to give up.
         args += ["--ignore-code", "404"]
     args += ["--dbms", dbms, "--level", str(LEVEL), "--risk", str(RISK)]
+    # No query of bastion's selects more than a dozen columns. Level 5 tries UNIONs of up to
+    # 100, which on an enum parameter (every payload a 422) ran into the time limit without
+    # a verdict: GET /admin/audit?type on SQLite, 182 s.
+    args += ["--union-cols", UNION_COLUMNS]
     args += ["--time-limit", str(TIME_LIMIT), "--timeout", "15", "--retries", "1"]
     args += ["--output-dir", str(workdir), "--report-json", str(workdir / "report.json")]
     args += ["--ignore-proxy", "--disable-coloring", "--flush-session"]
