@@ -37,6 +37,7 @@ from bastion.identity.issuance import TokenIssuer
 from bastion.identity.lockout import Lockout
 from bastion.identity.revocation import Revocation
 from bastion.identity.router import router as identity_router
+from bastion.identity.sessions import Sessions
 from bastion.logs import configure_logging, get_logger
 from bastion.middleware import (
     AccessLogMiddleware,
@@ -164,6 +165,7 @@ def build_services(settings: Settings) -> Services:
         ),
         revocation=revocation,
         admin=AdminService(revocation=revocation),
+        sessions=Sessions(revocation=revocation),
     )
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from bastion.identity.accounts import Accounts
     from bastion.identity.grants import Grants
     from bastion.identity.revocation import Revocation
+    from bastion.identity.sessions import Sessions
     from bastion.ratelimiting import RateLimiter
     from bastion.security.cursors import CursorCodec
     from bastion.storage.database import Database
@@ -49,6 +50,7 @@ class Services:
     grants: Grants
     revocation: Revocation
     admin: AdminService
+    sessions: Sessions
     # Signed pagination cursors; the secret lives in the database, so it is set at start.
     cursor_codec: CursorCodec | None = None
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 from fastapi import FastAPI
 from sqlalchemy import update
 
@@ -41,6 +42,9 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("POST", "/auth/revoke"): (200, 200, 200, 200, 200),
     ("POST", "/auth/logout"): (401, 204, 204, 204, 204),
     ("GET", "/auth/me"): (401, 200, 200, 200, 200),
+    ("GET", "/auth/sessions"): (401, 200, 200, 200, 200),
+    # "owner" owns the session the path names: nobody else can see or end it, admins included.
+    ("DELETE", "/auth/sessions/{session_id}"): (401, 204, 404, 404, 404),
     ("POST", "/auth/password"): (401, 204, 204, 204, 204),
     ("POST", "/notes"): (401, 201, 201, 403, 201),
     ("GET", "/notes"): (401, 200, 200, 403, 200),
@@ -58,8 +62,9 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
 EXTRA_CELLS = {("GET", "/notes?all=true")}
 # The cells whose path names one object: who may touch which note (API1); the rest decide
 # who may call a function at all (API5).
-OBJECT_CELLS = sorted(cell for cell in MATRIX if "{note_id}" in cell[1])
-FUNCTION_CELLS = sorted(cell for cell in MATRIX if "{note_id}" not in cell[1])
+_OBJECTS = ("{note_id}", "{session_id}")
+OBJECT_CELLS = sorted(cell for cell in MATRIX if any(name in cell[1] for name in _OBJECTS))
+FUNCTION_CELLS = sorted(cell for cell in MATRIX if cell not in OBJECT_CELLS)
 
 
 @dataclass
@@ -67,6 +72,7 @@ class World:
     client: httpx.AsyncClient
     note_id: str
     user_id: str  # the "other" user, target of the admin routes
+    session_id: str  # a session of the owner's, other than the one its requests use
     headers: dict[str, dict[str, str]]
 
 
@@ -91,7 +97,19 @@ async def _world(app: FastAPI, client: httpx.AsyncClient) -> World:
     for caller, username in (("owner", "owner"), ("other", "other"), ("auditor", "auditor"),
                              ("admin", "root")):
         headers[caller] = bearer((await login(client, username))["access_token"])
-    return World(client, created.json()["id"], other["id"], headers)
+    return World(
+        client,
+        note_id=created.json()["id"],
+        user_id=other["id"],
+        session_id=await _owner_session(client),
+        headers=headers,
+    )
+
+
+async def _owner_session(client: httpx.AsyncClient) -> str:
+    token = (await login(client, "owner"))["access_token"]
+    session_id: str = jwt.decode(token, options={"verify_signature": False})["sid"]
+    return session_id
 
 
 Request = Callable[[World, str], Awaitable[httpx.Response]]
@@ -99,7 +117,11 @@ Request = Callable[[World, str], Awaitable[httpx.Response]]
 
 def _request(method: str, path: str) -> Request:
     async def send(world: World, caller: str) -> httpx.Response:
-        url = path.replace("{note_id}", world.note_id).replace("{user_id}", world.user_id)
+        url = (
+            path.replace("{note_id}", world.note_id)
+            .replace("{user_id}", world.user_id)
+            .replace("{session_id}", world.session_id)
+        )
         kwargs: dict[str, Any] = {"headers": world.headers[caller]}
         if (method, path) == ("POST", "/auth/register"):
             kwargs["json"] = {
@@ -146,6 +168,8 @@ async def assert_cell(app: FastAPI, client: httpx.AsyncClient, cell: tuple[str, 
             assert response.headers["content-type"] == "application/problem+json"
         if response.status_code == 204 and cell == ("DELETE", "/notes/{note_id}"):
             world = await _world_after_delete(world)
+        if response.status_code == 204 and cell == ("DELETE", "/auth/sessions/{session_id}"):
+            world.session_id = await _owner_session(world.client)  # a live one to probe
     assert got == dict(zip(CALLERS, MATRIX[cell], strict=True))
 
 

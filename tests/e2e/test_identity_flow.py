@@ -40,7 +40,7 @@ from tests.e2e.conftest import (
     postgres_for,
     service,
 )
-from tests.identity.helpers import NEW_PASSWORD, PASSWORD, bearer
+from tests.identity.helpers import NEW_PASSWORD, PASSWORD, bearer, password_form
 
 OTHER_WRONG_PASSWORD = "not the password of anybody at all"
 
@@ -269,4 +269,31 @@ def test_tokens_are_still_issued_once_the_key_ring_is_due_for_a_reload(fresh_api
     # The refresh grant issues tokens the same way; the ring is fresh again now.
     api.assert_alive(api.refreshed(tokens["refresh_token"]), user)
     api.assert_auth_responses_not_cached()
+    api.assert_log_holds_no_secret()
+
+
+def test_a_lost_devices_session_is_ended_from_the_session_list(api: Api) -> None:
+    """A person lists their sessions, recognises one by its device, and ends it: its access
+    token is refused at once and its refresh token no longer refreshes."""
+    api.register("traveller")
+    phone = api.tokens_of(
+        api.request(
+            "POST", "/auth/token", data=password_form("traveller", PASSWORD),
+            headers={"User-Agent": "TravellerPhone/1.0"},
+        )
+    )
+    laptop = api.login("traveller")
+    listed = api.request("GET", "/auth/sessions", headers=bearer(laptop["access_token"]))
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert [item["current"] for item in items] == [True, False]
+    [lost] = [item for item in items if item["user_agent"] == "TravellerPhone/1.0"]
+    assert lost["client_ip"] == "127.0.0.1"
+
+    ended = api.request(
+        "DELETE", f"/auth/sessions/{lost['id']}", headers=bearer(laptop["access_token"])
+    )
+    assert ended.status_code == 204, ended.text
+    api.assert_dead(phone)
+    assert api.me(laptop["access_token"]).status_code == 200
     api.assert_log_holds_no_secret()

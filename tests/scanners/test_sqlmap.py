@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from tests.conftest import BACKENDS
@@ -49,6 +50,10 @@ def seed_values(scan: ScanTarget, document: dict[str, Any]) -> Values:
             api.ok("POST", "/notes", alice, 201, json={"title": f"note {n}", "body": "sqlmap"})
             for n in range(NOTES)
         ]
+        # Another session of alice's (not the one her token belongs to), for the session
+        # routes to name; with hers, the session list has a second page.
+        spare = api.login(alice.username, alice.password)
+        spare_session = jwt.decode(spare["access_token"], options={"verify_signature": False})
         for label, path, operation in operations(document):
             names = {parameter["name"] for parameter in operation.get("parameters") or []}
             if label.startswith("GET ") and "cursor" in names and "{" not in path:
@@ -58,7 +63,7 @@ def seed_values(scan: ScanTarget, document: dict[str, Any]) -> Values:
                     cursors[path] = page["next_cursor"]
     return Values(
         base_url=scan.base_url,
-        path={"note_id": notes[0]["id"], "user_id": bob.id},
+        path={"note_id": notes[0]["id"], "user_id": bob.id, "session_id": spare_session["sid"]},
         per_operation={"DELETE /notes/{note_id}": {"note_id": notes[1]["id"]}},
         cursors=cursors,
         user_id=alice.id,

@@ -7,7 +7,8 @@ must be on record although the request's own transaction rolls back with the err
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,17 @@ from bastion.security.client_ip import client_address
 from bastion.storage.database import Database
 
 _CLIENT_IP_WIDTH = 45  # the audit_events column
+USER_AGENT_WIDTH = 200  # the sessions column
+_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _user_agent(value: str | None) -> str | None:
+    """The client's own description, shown back to its user in their session list: printable
+    ASCII only (anything else becomes "?", so nothing in it can disguise itself), cut to
+    the column."""
+    if not value:
+        return None
+    return _PRINTABLE.sub("?", value[:USER_AGENT_WIDTH])
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +43,8 @@ class AuditContext:
     actor_id: str | None = None
     client_ip: str | None = None
     request_id: str | None = None
+    # Not part of any event: where a login came from, for the session it opens.
+    user_agent: str | None = None
 
     @classmethod
     def of(cls, connection: HTTPConnection) -> AuditContext:
@@ -43,11 +57,12 @@ class AuditContext:
             actor_id=scope.get(USER_ID_SCOPE_KEY),
             client_ip=client_ip[:_CLIENT_IP_WIDTH] if client_ip else None,
             request_id=request_id_of(scope),
+            user_agent=_user_agent(connection.headers.get("user-agent")),
         )
 
     def as_actor(self, actor_id: str | None) -> AuditContext:
         """The same request, acting as ``actor_id`` (a login acts for the user it signs in)."""
-        return AuditContext(actor_id, self.client_ip, self.request_id)
+        return replace(self, actor_id=actor_id)
 
     def event(
         self,

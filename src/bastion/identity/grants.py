@@ -161,7 +161,7 @@ class Grants:
             return _STALE  # cannot happen under the row lock; never issue on a failed write
         # Scope and iat come from the locked row: the roles and cut-off as they are now.
         granted = resolve_scope(requested, granted_permissions(fresh.roles))
-        login = self.issuer.open_session(session, fresh, granted, now)
+        login = self.issuer.open_session(session, fresh, granted, now, audit)
         return await self.issuer.issue(
             session, fresh, login, granted, now, audit, AuditEventType.LOGIN_SUCCESS
         )
@@ -236,6 +236,7 @@ class Grants:
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             await self._refresh_reuse(session, login, audit)
             return _REFUSED
+        login.last_used_at = now
         # The roles of the locked row: a refresh never keeps what a demotion took away.
         scopes = resolve_scope(requested or session_scopes, granted_permissions(account.roles))
         return await self.issuer.issue(

@@ -28,15 +28,24 @@ class TokenIssuer:
     keys: KeyRingHolder
 
     def open_session(
-        self, session: AsyncSession, account: AccountState, scopes: frozenset[str], now: datetime
+        self,
+        session: AsyncSession,
+        account: AccountState,
+        scopes: frozenset[str],
+        now: datetime,
+        audit: AuditContext,
     ) -> LoginSession:
-        """A new login session holding what the login granted; a refresh may narrow it."""
+        """A new login session holding what the login granted (a refresh may narrow it),
+        with the address and device it was opened from."""
         login = LoginSession(
             id=uuid.uuid4(),
             user_id=account.user_id,
             scope=" ".join(sorted(scopes)),
             created_at=now,
             expires_at=now + timedelta(seconds=self.settings.session_max_age),
+            last_used_at=now,
+            client_ip=audit.client_ip,
+            user_agent=audit.user_agent,
         )
         session.add(login)
         return login

@@ -5,22 +5,32 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request, Response
+from fastapi import Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from bastion.audit.context import AuditContext
 from bastion.clock import utc_now
-from bastion.dependencies import CurrentPrincipal, DbSession, authenticated, public
+from bastion.dependencies import CurrentPrincipal, DbReader, DbSession, authenticated, public
 from bastion.identity.grants import GrantError
 from bastion.identity.schemas import (
     JsonWebKeySet,
     OAuthError,
     PasswordChangeRequest,
     RegisterRequest,
+    SessionOut,
     TokenResponse,
     UserPublic,
 )
 from bastion.middleware.body_limit import SMALL_BODY_BYTES
+from bastion.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    read_time_id,
+    time_id_values,
+)
 from bastion.routing import service_router
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import LOGIN_LIMIT, REGISTER_LIMIT
@@ -239,6 +249,60 @@ async def change_password(
         current_password=body.current_password,
         new_password=body.new_password,
         audit=AuditContext.of(request),
+    )
+
+
+SESSIONS_CURSOR = "auth.sessions"
+
+
+@router.get("/auth/sessions")
+async def list_sessions(
+    principal: CurrentPrincipal,
+    request: Request,
+    session: DbReader,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[SessionOut]:
+    """The caller's live sessions, newest first: where and when each was opened and last
+    used (a login or a refresh), and which one this request belongs to."""
+    codec = services_of(request.app).cursors
+    after = None
+    if cursor is not None:
+        after = decode_cursor(codec, SESSIONS_CURSOR, cursor, read_time_id)
+    found, more = await services_of(request.app).sessions.list_live(
+        session, principal, limit=limit, after=after
+    )
+    next_cursor = None
+    if more and found:
+        next_cursor = codec.encode(
+            SESSIONS_CURSOR, time_id_values((found[-1].created_at, found[-1].id))
+        )
+    items = [
+        SessionOut(
+            id=login.id,
+            kind=login.kind,
+            created_at=login.created_at,
+            last_used_at=login.last_used_at,
+            client_ip=login.client_ip,
+            user_agent=login.user_agent,
+            current=str(login.id) == principal.session_id,
+        )
+        for login in found
+    ]
+    return Page[SessionOut](items=items, next_cursor=next_cursor)
+
+
+@router.delete("/auth/sessions/{session_id}", status_code=204, response_class=Response)
+async def end_session(
+    session_id: Annotated[str, Path(description="The session's id (a UUID).")],
+    principal: CurrentPrincipal,
+    request: Request,
+    session: DbSession,
+) -> None:
+    """End one of the caller's sessions at once: its access tokens are refused and its
+    refresh token no longer refreshes, in every process. Another user's session is a 404."""
+    await services_of(request.app).sessions.end(
+        session, principal, session_id, AuditContext.of(request)
     )
 
 

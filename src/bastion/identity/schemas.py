@@ -136,3 +136,16 @@ class OAuthError(BaseModel):
 
 class JsonWebKeySet(BaseModel):
     keys: list[dict[str, str]]
+
+
+class SessionOut(BaseModel):
+    """One live session of the caller, as ``GET /auth/sessions`` shows it: enough to
+    recognise it, nothing that would let anyone use it."""
+
+    id: uuid.UUID
+    kind: str
+    created_at: datetime
+    last_used_at: datetime | None
+    client_ip: str | None
+    user_agent: str | None
+    current: bool

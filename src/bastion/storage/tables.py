@@ -96,6 +96,14 @@ class LoginSession(Base):
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+    # How the session is carried: "bearer" (refresh and access tokens).
+    kind: Mapped[str] = mapped_column(String(8), default="bearer", server_default="bearer")
+    # Where it was opened and when it was last used (a login or a refresh): for the owner
+    # to recognise it in GET /auth/sessions. Access-token use is not recorded: a read
+    # stays a read.
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    client_ip: Mapped[str | None] = mapped_column(String(45), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(200), default=None)
 
     __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
 
