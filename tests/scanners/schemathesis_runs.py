@@ -10,8 +10,10 @@ the accounts (an admin disabling alice, a logout) cannot change what another one
 - **admin**: admin1 on the admin API, and on the two reads whose answer changes with the
   admin's ``notes:read_all`` (``GET /notes?all=true``, another user's ``GET /notes/{id}``).
   Every other operation answers an admin as it answers alice, and the user run has those.
-- **session-ending**: alice on ``POST /auth/logout``, ``/auth/password`` and ``/auth/revoke``,
-  which end the session of the token they are sent with. They run apart so that the other
+- **session-ending**: alice on ``POST /auth/logout``, ``/auth/password``, ``/auth/revoke``
+  and ``DELETE /auth/sessions/{id}``, which end the session of the token they are sent with
+  (or another of hers); with ``GET /auth/sessions``, whose ids the stateful phase links to
+  the DELETE. They run apart so that the other
   runs keep one session throughout, and because schemathesis logs in through the WFC file's
   login entry, a logout that kills alice's token costs the next case one 401, a new login and
   a replay, not its meaning. The fuzzer never knows alice's password, so a password change
@@ -68,6 +70,7 @@ ALLOWED_WARNINGS: dict[tuple[str, str], str] = {
 POSITIVE_EXCEPTIONS: dict[str, tuple[tuple[int, ...], str]] = {
     "GET /notes": ((400,), "a cursor is opaque and signed: one this server did not issue is a 400"),
     "GET /admin/users": ((400,), "as GET /notes: an unsigned cursor is a 400"),
+    "GET /auth/sessions": ((400,), "as GET /notes: an unsigned cursor is a 400"),
     "GET /admin/audit": ((400,), "as GET /notes: an unsigned cursor is a 400"),
     "POST /auth/password": ((400,), "a wrong current password is a 400 (see ALLOWED_WARNINGS)"),
     "POST /notes/{note_id}/shares": (
@@ -76,7 +79,7 @@ POSITIVE_EXCEPTIONS: dict[str, tuple[tuple[int, ...], str]] = {
     ),
 }
 DEFAULT_POSITIVE_STATUSES = ("2xx", "3xx", "401", "403", "404", "409", "429", "5xx")
-SESSION_ENDING = r"^/auth/(logout|password|revoke)$"
+SESSION_ENDING = r"^/auth/(logout|password|revoke|sessions(/[^/]+)?)$"
 # Failures printed in full; the rest are counted (the report files hold all of them).
 SHOWN_FAILURES = 40
 OUTPUT_TAIL_CHARS = 3000
@@ -101,7 +104,7 @@ RUNS = (
         "user",
         USER,
         peers=(USER, PEER),
-        exclude_path_regex=r"^/(admin/|auth/(logout|password|revoke)$)",
+        exclude_path_regex=r"^/(admin/|auth/(logout|password|revoke|sessions/[^/]+)$)",
     ),
     Run("admin", ADMIN, include_name_regex=r"^(GET /notes(/\{note_id\})?|[A-Z]+ /admin/.*)$"),
     Run("session-ending", USER, include_path_regex=SESSION_ENDING),
