@@ -107,6 +107,10 @@ async def test_invalid_filters_are_422(app: FastAPI, client: httpx.AsyncClient) 
         {"since": "0.5"},
         {"since": "1700000000"},
         {"since": "2026-01-01"},
+        # Not the hyphenated UUID that "format: uuid" means; pydantic alone took them.
+        {"user_id": "12345678123456781234567812345678"},
+        {"user_id": "{12345678-1234-5678-1234-567812345678}"},
+        {"user_id": "urn:uuid:12345678-1234-5678-1234-567812345678"},
         {"limit": 0},
         {"limit": 101},
     ):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import Query, Request, Response
 
-from bastion.admin.schemas import AdminUser, AuditEventOut, DateTimeText, UserUpdate
+from bastion.admin.schemas import (
+    AdminUser,
+    AuditEventOut,
+    DateTimeText,
+    UserUpdate,
+    UuidText,
+)
 from bastion.admin.service import AdminService, UsersPosition
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType
@@ -129,7 +134,7 @@ async def list_audit_events(
     session: DbScanner,
     type: Annotated[AuditEventType | None, Query(description="Only this event type.")] = None,
     user_id: Annotated[
-        uuid.UUID | None, Query(description="Only events with this user as actor or subject.")
+        UuidText | None, Query(description="Only events with this user as actor or subject.")
     ] = None,
     since: Annotated[
         DateTimeText | None,

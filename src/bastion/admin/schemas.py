@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime
 from typing import Annotated, ClassVar
 
@@ -27,6 +28,19 @@ def _rfc_3339_text(value: object) -> object:
 
 
 DateTimeText = Annotated[AwareDatetime, BeforeValidator(_rfc_3339_text)]
+
+# RFC 9562's hyphenated form, which JSON Schema's "uuid" format means. Pydantic alone also
+# takes 32 bare hex digits, braces and a "urn:uuid:" prefix.
+UUID_TEXT = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+
+
+def _uuid_text(value: object) -> object:
+    if isinstance(value, str) and not re.fullmatch(UUID_TEXT, value):
+        raise ValueError("Give a UUID in its hyphenated form.")
+    return value
+
+
+UuidText = Annotated[uuid.UUID, BeforeValidator(_uuid_text)]
 MAX_ROLES = 16  # far more than there are roles; only stops absurd bodies
 
 
