@@ -191,15 +191,15 @@ def field_errors(raw: list[dict[str, Any]] | Any) -> list[FieldError]:
         loc = list(error.get("loc", ()))
         if kind == "extra_forbidden":
             # The last part is the unknown field's name: the object holding it is where.
-            location, message = _schema_location(loc[:-1]), UNKNOWN_FIELDS_MESSAGE
-        elif kind == UNKNOWN_FIELDS_ERROR:  # StrictModel's: already at the object
-            location, message = _schema_location(loc), UNKNOWN_FIELDS_MESSAGE
+            # (StrictModel's own UNKNOWN_FIELDS_ERROR is at the object already.)
+            loc = loc[:-1]
+        if kind in (UNKNOWN_FIELDS_ERROR, "extra_forbidden"):
+            message = UNKNOWN_FIELDS_MESSAGE
         elif kind in _SCHEMA_MESSAGES:
-            location, message = _schema_location(loc), str(error.get("msg", INVALID_VALUE_MESSAGE))
+            message = str(error.get("msg", INVALID_VALUE_MESSAGE))
         else:
-            location = _schema_location(loc)
             message = _FIXED_MESSAGES.get(str(kind), INVALID_VALUE_MESSAGE)
-        entry: FieldError = {"loc": location, "msg": message}
+        entry: FieldError = {"loc": _schema_location(loc), "msg": message}
         if entry not in errors:
             errors.append(entry)
     return errors

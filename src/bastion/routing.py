@@ -124,7 +124,9 @@ def _guarded_handler(route: APIRoute, build: Callable[[], Handler]) -> Handler:
         return _media_type_checked(route, plain)
     route.dependant = _endpoint_given_principal(without_policies(declared))
     try:
-        fast = build()
+        # Who is asking, and whether they may, before anything about the body: the
+        # policies run first (``_policy_handler``), then the media type, then the route.
+        fast = _media_type_checked(route, build())
     finally:
         route.dependant = declared
     return _policy_handler(route, tuple(checks), plain, fast)
@@ -178,16 +180,12 @@ def _policy_handler(
 ) -> Handler:
     policies = frozenset(check.policy for check in checks)
     provider = route.dependency_overrides_provider
-    accepted = accepted_media_types(route)
 
     async def handler(request: Request) -> Response:
         overrides = getattr(provider, "dependency_overrides", None)
         if overrides and not policies.isdisjoint(overrides):
             return await plain(request)
-        # Who is asking, and whether they may, before anything about the body.
         await enforce(request, checks)
-        if accepted:
-            _check_media_type(request, accepted)
         return await fast(request)
 
     return handler

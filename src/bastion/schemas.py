@@ -35,11 +35,12 @@ def _state_text_pattern(schema: dict[str, Any]) -> None:
 
 
 def _document_model(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    partial = issubclass(model, PatchModel)
     for name, property_schema in schema.get("properties", {}).items():
         _state_text_pattern(property_schema)
-        if getattr(model, "_absent_not_null", False) and name in model.model_fields:
+        if partial and name in model.model_fields:
             _not_nullable(property_schema)
-    if getattr(model, "_at_least_one_field", False):
+    if issubclass(model, PatchModel) and model._at_least_one_field:
         schema["minProperties"] = 1
 
 
@@ -88,7 +89,6 @@ class PatchModel(StrictModel):
     asks for nothing is refused too. The document says the same: no field is nullable (and
     ``minProperties``)."""
 
-    _absent_not_null: ClassVar[bool] = True
     _at_least_one_field: ClassVar[bool] = False
 
     @model_validator(mode="before")

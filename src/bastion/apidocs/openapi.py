@@ -194,12 +194,12 @@ def _merge(declared: dict[str, Any] | None, answer: dict[str, Any], status: str)
 
 def _complete_operation(operation: dict[str, Any], route: _Route, method: str) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    for status, answer in _answers(route, method).items():
+    answers = _answers(route, method)
+    for status, answer in answers.items():
         responses[status] = _merge(responses.get(status), answer, status)
-    if "429" in responses:
-        responses["429"] = _merge(responses["429"], _problem(""), "429")
+    # An error the route declared itself (its 409, the routers' 429) without a body.
     for status in list(responses):
-        if status.startswith(("4", "5")) and not responses[status].get("content"):
+        if status.startswith(("4", "5")) and status not in answers:
             fallback = _problem(status_phrase(int(status)))
             responses[status] = _merge(responses[status], fallback, status)
 

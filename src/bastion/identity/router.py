@@ -68,21 +68,19 @@ def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any
     }
 
 
-_TOKEN_FORM = _form_body(
-    ["grant_type"],
-    {
-        "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
-        "username": _FORM_TEXT,
-        "password": {**_FORM_TEXT, "format": "password"},
-        "refresh_token": _FORM_TEXT,
-        "scope": _FORM_TEXT,
-    },
-)
-TOKEN_PARAMETERS = frozenset({"grant_type", "username", "password", "refresh_token", "scope"})
-REVOKE_PARAMETERS = frozenset({"token", "token_type_hint"})
-_REVOKE_FORM = _form_body(
-    ["token"], {"token": {**_FORM_TEXT, "minLength": 1}, "token_type_hint": _FORM_TEXT}
-)
+_TOKEN_PROPERTIES = {
+    "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
+    "username": _FORM_TEXT,
+    "password": {**_FORM_TEXT, "format": "password"},
+    "refresh_token": _FORM_TEXT,
+    "scope": _FORM_TEXT,
+}
+_REVOKE_PROPERTIES = {"token": {**_FORM_TEXT, "minLength": 1}, "token_type_hint": _FORM_TEXT}
+_TOKEN_FORM = _form_body(["grant_type"], _TOKEN_PROPERTIES)
+_REVOKE_FORM = _form_body(["token"], _REVOKE_PROPERTIES)
+# The parameters each endpoint reads: the ones its document names, and no other.
+TOKEN_PARAMETERS = frozenset(_TOKEN_PROPERTIES)
+REVOKE_PARAMETERS = frozenset(_REVOKE_PROPERTIES)
 
 
 async def _read_form(request: Request, known: frozenset[str]) -> dict[str, str] | None:
