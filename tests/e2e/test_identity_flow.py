@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import httpx
 import jwt
 import pytest
 
@@ -40,7 +43,7 @@ from tests.e2e.conftest import (
     postgres_for,
     service,
 )
-from tests.identity.helpers import NEW_PASSWORD, PASSWORD, bearer, password_form
+from tests.identity.helpers import NEW_PASSWORD, PASSWORD, bearer, password_form, refresh_form
 
 OTHER_WRONG_PASSWORD = "not the password of anybody at all"
 
@@ -297,3 +300,45 @@ def test_a_lost_devices_session_is_ended_from_the_session_list(api: Api) -> None
     api.assert_dead(phone)
     assert api.me(laptop["access_token"]).status_code == 200
     api.assert_log_holds_no_secret()
+
+
+def test_ending_a_session_wins_every_race_with_its_own_refresh(fresh_api: Api) -> None:
+    """The lost device refreshes while two other requests end its session, all at once,
+    round after round: exactly one delete ends it (one 204, one 404), and tokens the refresh
+    got in before the end are refused after it. (One refresh per round: two would be a
+    reuse, which ends the session by itself.)"""
+    api = fresh_api
+    api.register("racer")
+    laptop = api.login("racer")
+    base_url = api.server.base_url
+
+    def refresh_once(refresh_token: str) -> httpx.Response:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            return client.post("/auth/token", data=refresh_form(refresh_token))
+
+    def delete_once(path: str) -> httpx.Response:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            return client.delete(path, headers=bearer(laptop["access_token"]))
+
+    for _ in range(5):
+        lost = api.login("racer")
+        path = f"/auth/sessions/{session_id_of(lost)}"
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            refreshing = pool.submit(refresh_once, lost["refresh_token"])
+            deleting = [pool.submit(delete_once, path) for _ in range(2)]
+            refreshed = refreshing.result()
+            deleted = sorted(future.result().status_code for future in deleting)
+        assert deleted == [204, 404], deleted
+        assert refreshed.status_code in {200, 400}, refreshed.text
+        if refreshed.status_code == 200:
+            api.assert_dead(api.tokens_of(refreshed))
+        api.assert_dead(lost)
+    assert api.me(laptop["access_token"]).status_code == 200
+    listed = api.request("GET", "/auth/sessions", headers=bearer(laptop["access_token"]))
+    assert [item["current"] for item in listed.json()["items"]] == [True]
+
+
+def session_id_of(tokens: dict[str, Any]) -> str:
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    session_id: str = claims["sid"]
+    return session_id
