@@ -29,6 +29,7 @@ from bastion.apidocs.router import mount_docs
 from bastion.authentication import Authenticator
 from bastion.clock import utc_now
 from bastion.config import Settings
+from bastion.console.router import mount_console
 from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
 from bastion.identity.accounts import Accounts
@@ -282,6 +283,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health_router, identity_router, notes_router, admin_router):
         add_routes(app, router)
     mount_docs(app)
+    mount_console(app)
     install_complete_openapi(app)
     return app
 

@@ -1,7 +1,7 @@
 """The security headers of CONTRACT.md on every HTTP response.
 
-API responses get a CSP that allows nothing; the interactive docs get the narrowest policy
-that lets the self-hosted Swagger UI run (own scripts and styles, no inline script, no other
+API responses get a CSP that allows nothing; the interactive docs and the console get the
+narrowest policy that lets each run (own scripts and styles, no inline script, no other
 host). Header lists are encoded once at start; per request only the choice of list is made.
 """
 
@@ -15,6 +15,12 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+# The console (/app): its own scripts, styles and API only; images may be data: URIs (the
+# MFA QR code); no inline code, no plugins, no framing, forms post nowhere but here.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 PERMISSIONS_POLICY = ", ".join(
     f"{feature}=()"
@@ -83,21 +89,28 @@ class SecureHeadersMiddleware:
         app: ASGIApp,
         *,
         docs_prefixes: Sequence[str] = ("/docs",),
+        console_prefixes: Sequence[str] = ("/app",),
         no_store_prefixes: Sequence[str] = ("/auth",),
     ) -> None:
         self.app = app
         self.api_headers = API_HEADERS
         self.docs_headers = _common_headers(DOCS_CSP)
+        self.console_headers = _common_headers(CONSOLE_CSP)
         self.https_api_headers = [*self.api_headers, _HSTS]
         self.https_docs_headers = [*self.docs_headers, _HSTS]
+        self.https_console_headers = [*self.console_headers, _HSTS]
         self.docs_prefixes = _Prefixes(docs_prefixes)
+        self.console_prefixes = _Prefixes(console_prefixes)
         self.no_store_prefixes = _Prefixes(no_store_prefixes)
 
     def _headers_for(self, scope: Scope) -> Headers:
-        docs = self.docs_prefixes.holds(scope["path"])
-        if scope.get("scheme") == "https":
-            return self.https_docs_headers if docs else self.https_api_headers
-        return self.docs_headers if docs else self.api_headers
+        path = scope["path"]
+        https = scope.get("scheme") == "https"
+        if self.docs_prefixes.holds(path):
+            return self.https_docs_headers if https else self.docs_headers
+        if self.console_prefixes.holds(path):
+            return self.https_console_headers if https else self.console_headers
+        return self.https_api_headers if https else self.api_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -1,0 +1,1 @@
+"""The web console at ``/app``: pages served by the package itself over the JSON API."""
