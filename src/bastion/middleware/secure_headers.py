@@ -17,10 +17,14 @@ DOCS_CSP = (
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 # The console (/app): its own scripts, styles and API only; images may be data: URIs (the
-# MFA QR code); no inline code, no plugins, no framing, forms post nowhere but here.
+# MFA QR code); no inline code, no plugins, no framing. Its forms are sent by its script
+# (fetch), never by the browser, so none may submit natively. Trusted Types: no string
+# reaches an HTML or script sink except through the one policy that hands a note's HTML to
+# DOMParser (an inert document the console copies an allow-list from).
 CONSOLE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; "
+    "require-trusted-types-for 'script'; trusted-types bastion-note"
 )
 PERMISSIONS_POLICY = ", ".join(
     f"{feature}=()"
