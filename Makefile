@@ -168,3 +168,11 @@ clean:
 	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov build dist
 	rm -rf src/*.egg-info
 	$(if $(LINT_DIRS),find $(LINT_DIRS) -type d -name __pycache__ -prune -exec rm -rf {} +)
+
+# The console's picture for the docs (docs/images/console.png), taken by its browser test
+# against a live server; `make test` writes it to a tmp dir instead. One process (no -n):
+# tests/conftest.py drops BASTION_* variables, which tests/e2e/console_browser.py reads back.
+.PHONY: screenshots
+screenshots: system-deps $(VENV_STAMP)
+	BASTION_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -p no:cacheprovider \
+	  tests/e2e/test_console_browser.py::test_screenshot_of_the_notes_list $(PYTEST_ARGS)

@@ -223,6 +223,12 @@ async function api(method, path, { json, form, headers = {}, expect401 = false }
   return data;
 }
 
+/** A page size from the route (``limit=``, 1 to 100), or ``fallback``. */
+function pageSize(params, fallback) {
+  const value = Number(params.get("limit"));
+  return Number.isInteger(value) && value >= 1 && value <= 100 ? String(value) : String(fallback);
+}
+
 function query(path, params) {
   const search = new URLSearchParams();
   for (const [name, value] of Object.entries(params)) {
@@ -692,7 +698,7 @@ async function pageNotes(view, { params }) {
   }
   const form = h(
     "form",
-    { role: "search", class: "inline-form", "aria-label": "Search notes" },
+    { role: "search", class: "inline-form" },
     parts,
     h("button", { type: "submit" }, "Search"),
     q || all ? h("a", { href: "#/notes", class: "button-link" }, "Clear") : null,
@@ -717,7 +723,7 @@ async function pageNotes(view, { params }) {
   const load = async () => {
     const page = await api(
       "GET",
-      query("/notes", { q, all: all ? "true" : "", cursor, limit: "20" }),
+      query("/notes", { q, all: all ? "true" : "", cursor, limit: pageSize(params, 20) }),
     );
     for (const note of page.items) {
       list.append(
@@ -1013,7 +1019,7 @@ function isLocked(user) {
   return Boolean(user.locked_until) && new Date(user.locked_until) > new Date();
 }
 
-async function pageUsers(view) {
+async function pageUsers(view, { params }) {
   const body = h("tbody");
   const more = h("button", { type: "button", class: "secondary", hidden: true }, "Show more users");
   view.append(
@@ -1033,7 +1039,7 @@ async function pageUsers(view) {
   );
   let cursor = null;
   const load = async () => {
-    const page = await api("GET", query("/admin/users", { cursor, limit: "50" }));
+    const page = await api("GET", query("/admin/users", { cursor, limit: pageSize(params, 50) }));
     for (const user of page.items) body.append(userRow(user));
     cursor = page.next_cursor;
     more.hidden = !cursor;
@@ -1168,7 +1174,7 @@ async function pageAudit(view, { params }) {
   );
   let cursor = null;
   const load = async () => {
-    const page = await api("GET", query("/admin/audit", { ...filters, cursor, limit: "50" }));
+    const page = await api("GET", query("/admin/audit", { ...filters, cursor, limit: pageSize(params, 50) }));
     for (const event of page.items) {
       const details = event.details && Object.keys(event.details).length ? JSON.stringify(event.details) : "";
       body.append(
