@@ -56,6 +56,8 @@ from tests.identity.helpers import PASSWORD
 
 ADMIN = "console.root"
 ADMIN_PASSWORD = "console root's passphrase, long enough"
+LOCKOUT_THRESHOLD = 5  # BASTION_LOCKOUT_THRESHOLD's default
+NEW_PASSWORD = "a new passphrase for the console test"
 
 pytestmark = pytest.mark.browser
 
@@ -264,10 +266,19 @@ def test_an_admin_disables_a_user_and_reads_the_audit_log(
         types = set(page.locator("table.audit tbody td.event-type").all_inner_texts())
         assert types == {"login_success"}, types
 
-        # Re-enable, so the account is as it was but for its role.
+        # Re-enable; then, once failed sign-ins have locked the account, unlock it.
         page.goto(console_url(server, "/admin/users"))
         row.get_by_role("button", name="Enable").click()
         expect(status(page)).to_have_text(f"{victim.username} is enabled.")
+        expect(row.get_by_role("button", name="Unlock")).to_have_count(0)
+        for _ in range(LOCKOUT_THRESHOLD):
+            assert api.password_grant(victim.username, "not the password at all").status_code == 400
+        assert api.password_grant(victim.username, PASSWORD).status_code == 400  # locked
+        page.reload()
+        expect(row).to_contain_text("locked until", timeout=RENDER_TIMEOUT_MS)
+        row.get_by_role("button", name="Unlock").click()
+        expect(status(page)).to_have_text(f"{victim.username} is unlocked.")
+        expect(row).not_to_contain_text("locked until")
         watched.assert_stayed_clean()
     assert api.password_grant(victim.username, PASSWORD).status_code == 200
 
@@ -598,8 +609,22 @@ def test_a_revoked_session_falls_back_to_sign_in(deployment: Deployment, api: Ap
         # Signing in again (the page was reloaded: it starts at the notes).
         sign_in(page, user.username, user.password)
         expect_page(page, "Notes")
+
+        # A new password, from the account page: the other (bearer) session ends with it.
+        go(page, "Account")
+        expect_page(page, "Account")
+        page.get_by_label("Current password").fill(user.password)
+        page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+        page.get_by_label("New password, again").fill(NEW_PASSWORD)
+        page.get_by_role("button", name="Change password").click()
+        expect(status(page)).to_have_text("Password changed. Your other sessions were signed out.")
+        expect(rows).to_have_count(1)
+        expect(page.get_by_label("Current password")).to_have_value("")
         forgive_failed_loads(watched, 401)
         watched.assert_stayed_clean()
+    assert api.me(user.access_token).status_code == 401
+    assert api.password_grant(user.username, user.password).status_code == 400
+    assert api.password_grant(user.username, NEW_PASSWORD).status_code == 200
 
 
 # -- 6. the screenshot ----------------------------------------------------------------------

@@ -71,6 +71,15 @@ function field(labelText, control, hintText = null) {
   return h("div", { class: "field" }, parts);
 }
 
+/** A <thead> row of column headers. */
+function columns(...names) {
+  return h("thead", {}, h("tr", {}, names.map((name) => h("th", { scope: "col" }, name))));
+}
+
+function backToNotes() {
+  return h("p", {}, h("a", { href: "#/notes" }, "Back to notes"));
+}
+
 function heading(text) {
   // Focused after each navigation, so keyboard and screen-reader users start at the top.
   return h("h1", { tabindex: "-1", id: "page-heading" }, text);
@@ -366,8 +375,8 @@ const ROUTES = [
   { pattern: new RegExp(`^/notes/${UUID}$`), page: pageNote },
   { pattern: new RegExp(`^/notes/${UUID}/edit$`), page: pageNoteEdit },
   { pattern: /^\/account$/, page: pageAccount },
-  { pattern: /^\/admin\/users$/, page: pageUsers, permission: "users:read" },
-  { pattern: /^\/admin\/audit$/, page: pageAudit, permission: "audit:read" },
+  { pattern: /^\/admin\/users$/, page: pageUsers, permission: "users:read", wide: true },
+  { pattern: /^\/admin\/audit$/, page: pageAudit, permission: "audit:read", wide: true },
 ];
 
 function isPublicPath(path) {
@@ -414,13 +423,14 @@ async function renderRoute() {
   renderNav();
 
   const view = h("div", { class: "page" });
+  main.classList.toggle("wide", Boolean(matched && matched.wide)); // tables get the width
   main.replaceChildren(view);
   if (message) {
     if (message.kind === "alert") showAlert(message.text);
     else showStatus(message.text);
   }
   if (!matched) {
-    view.append(heading("Page not found"), h("p", {}, h("a", { href: "#/notes" }, "Back to notes")));
+    view.append(heading("Page not found"), backToNotes());
   } else if (matched.permission && !can(matched.permission)) {
     view.append(heading("Not allowed"), h("p", {}, "Your account cannot open this page."));
   } else {
@@ -693,7 +703,12 @@ async function pageNotes(view, { params }) {
   if (can("notes:read_all")) {
     everyone = h("input", { type: "checkbox", name: "all", id: uid("all"), checked: all });
     parts.push(
-      h("div", { class: "check" }, everyone, h("label", { for: everyone.id }, "Every user's notes")),
+      h(
+        "div",
+        { class: "check" },
+        everyone,
+        h("label", { for: everyone.id }, "Every user's notes"),
+      ),
     );
   }
   const form = h(
@@ -705,14 +720,20 @@ async function pageNotes(view, { params }) {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    navigate(`#${query("/notes", { q: search.value.trim(), all: everyone?.checked ? "true" : "" })}`);
+    const all = everyone?.checked ? "true" : "";
+    navigate(`#${query("/notes", { q: search.value.trim(), all })}`);
   });
 
   const list = h("ul", { class: "note-list", "aria-label": "Notes" });
   const more = h("button", { type: "button", class: "secondary", hidden: true }, "Show more notes");
   const summary = h("p", { class: "summary", "aria-live": "polite" });
   view.append(
-    h("div", { class: "title-row" }, heading("Notes"), h("a", { href: "#/notes/new", class: "button-link primary" }, "New note")),
+    h(
+      "div",
+      { class: "title-row" },
+      heading("Notes"),
+      h("a", { href: "#/notes/new", class: "button-link primary" }, "New note"),
+    ),
     form,
     summary,
     list,
@@ -751,7 +772,7 @@ async function pageNote(view, { args: [id] }) {
     note = await api("GET", `/notes/${encodeURIComponent(id)}`);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
-      view.append(heading("Note not found"), h("p", {}, h("a", { href: "#/notes" }, "Back to notes")));
+      view.append(heading("Note not found"), backToNotes());
       showAlert(error.message);
       return;
     }
@@ -765,15 +786,18 @@ async function pageNote(view, { args: [id] }) {
   };
   showSharing();
   const body = h("div", { class: "note-body" }, renderNoteBody(note.body));
-  const article = h("article", { class: "note", "aria-labelledby": "page-heading" }, title, sharing, body);
-  view.append(article);
+  view.append(
+    h("article", { class: "note", "aria-labelledby": "page-heading" }, title, sharing, body),
+  );
   if (!owned) {
-    view.append(h("p", {}, h("a", { href: "#/notes" }, "Back to notes")));
+    view.append(backToNotes());
     return;
   }
 
   // Delete asks once more in the page (no dialog), then deletes.
-  const confirmBox = h("div", { class: "confirm", hidden: true, role: "group", "aria-label": "Confirm deletion" });
+  const confirmBox = h("div", {
+    class: "confirm", hidden: true, role: "group", "aria-label": "Confirm deletion",
+  });
   const deleteButton = h("button", { type: "button", class: "danger" }, "Delete");
   deleteButton.addEventListener("click", () => {
     confirmBox.hidden = false;
@@ -798,10 +822,16 @@ async function pageNote(view, { args: [id] }) {
   );
 
   const shareName = h("input", {
-    name: "username", autocomplete: "off", autocapitalize: "none", spellcheck: "false", required: true,
+    name: "username", autocomplete: "off", autocapitalize: "none", spellcheck: "false",
+    required: true,
   });
   const shareButton = h("button", { type: "submit" }, "Share");
-  const shareForm = h("form", { class: "inline-form", "aria-label": "Share this note" }, field("Share with (username)", shareName), shareButton);
+  const shareForm = h(
+    "form",
+    { class: "inline-form", "aria-label": "Share this note" },
+    field("Share with (username)", shareName),
+    shareButton,
+  );
   shareForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const username = shareName.value.trim();
@@ -828,16 +858,27 @@ async function pageNote(view, { args: [id] }) {
       h("a", { href: "#/notes" }, "Back to notes"),
     ),
     confirmBox,
-    h("section", { "aria-labelledby": "share-heading" }, h("h2", { id: "share-heading" }, "Sharing"), shareForm),
+    h(
+      "section",
+      { "aria-labelledby": "share-heading" },
+      h("h2", { id: "share-heading" }, "Sharing"),
+      shareForm,
+    ),
   );
 }
 
 function noteForm(note, submitText, save) {
-  const title = h("input", { name: "title", required: true, maxlength: "200", value: note ? note.title : "" });
+  const title = h("input", {
+    name: "title", required: true, maxlength: "200", value: note ? note.title : "",
+  });
   const body = h("textarea", { name: "body", rows: "14", spellcheck: "true" });
   body.value = note ? note.body : "";
   const submit = h("button", { type: "submit" }, submitText);
-  const cancel = h("a", { href: note ? noteHash(note) : "#/notes", class: "button-link secondary" }, "Cancel");
+  const cancel = h(
+    "a",
+    { href: note ? noteHash(note) : "#/notes", class: "button-link secondary" },
+    "Cancel",
+  );
   const form = h(
     "form",
     { class: "stack", "aria-labelledby": "page-heading" },
@@ -845,7 +886,8 @@ function noteForm(note, submitText, save) {
     field(
       "Body (HTML)",
       body,
-      "Simple HTML is kept (paragraphs, emphasis, lists, tables, links); scripts, styles and event handlers are removed when the note is saved.",
+      "Simple HTML is kept (paragraphs, emphasis, lists, tables, links); scripts, styles " +
+        "and event handlers are removed when the note is saved.",
     ),
     h("div", { class: "actions" }, submit, cancel),
   );
@@ -862,7 +904,10 @@ async function pageNoteNew(view) {
   view.append(
     heading("New note"),
     noteForm(null, "Create note", async (fields) => {
-      const note = await api("POST", "/notes", { json: fields, headers: { "Idempotency-Key": key } });
+      const note = await api("POST", "/notes", {
+        json: fields,
+        headers: { "Idempotency-Key": key },
+      });
       flash = { kind: "status", text: "Note created." };
       navigate(noteHash(note));
     }),
@@ -900,13 +945,23 @@ async function pageAccount(view) {
     h("dt", {}, "Member since"), h("dd", {}, when(me.created_at)),
   );
 
-  const current = h("input", { type: "password", autocomplete: "current-password", required: true });
-  const next = h("input", { type: "password", autocomplete: "new-password", required: true, minlength: "15", maxlength: "128" });
+  // The account's name, for password managers (the form has no username field of its own).
+  const username = h("input", {
+    type: "text", autocomplete: "username", value: me.username, hidden: true, readonly: true,
+  });
+  const current = h("input", {
+    type: "password", autocomplete: "current-password", required: true,
+  });
+  const next = h("input", {
+    type: "password", autocomplete: "new-password", required: true, minlength: "15",
+    maxlength: "128",
+  });
   const again = h("input", { type: "password", autocomplete: "new-password", required: true });
   const change = h("button", { type: "submit" }, "Change password");
   const passwordForm = h(
     "form",
     { class: "stack narrow", "aria-labelledby": "password-heading" },
+    username,
     field("Current password", current),
     field("New password", next, "At least 15 characters. Your other sessions are signed out."),
     field("New password, again", again),
@@ -933,16 +988,16 @@ async function pageAccount(view) {
   });
 
   const sessionsBody = h("tbody");
-  const moreSessions = h("button", { type: "button", class: "secondary", hidden: true }, "Show more sessions");
+  const moreSessions = h(
+    "button",
+    { type: "button", class: "secondary", hidden: true },
+    "Show more sessions",
+  );
   const sessionsTable = h(
     "table",
     { class: "data" },
     h("caption", { class: "visually-hidden" }, "Your sessions"),
-    h(
-      "thead",
-      {},
-      h("tr", {}, ["Signed in", "Last used", "Address", "Device", "Kind", ""].map((text) => h("th", { scope: "col" }, text))),
-    ),
+    columns("Signed in", "Last used", "Address", "Device", "Kind", "Action"),
     sessionsBody,
   );
   let cursor = null;
@@ -956,12 +1011,19 @@ async function pageAccount(view) {
     cursor = page.next_cursor;
     moreSessions.hidden = !cursor;
   };
-  moreSessions.addEventListener("click", () => busy(moreSessions, attempt(() => loadSessions(false))));
+  moreSessions.addEventListener("click", () =>
+    busy(moreSessions, attempt(() => loadSessions(false))),
+  );
 
   view.append(
     heading("Account"),
     details,
-    h("section", { "aria-labelledby": "password-heading" }, h("h2", { id: "password-heading" }, "Change password"), passwordForm),
+    h(
+      "section",
+      { "aria-labelledby": "password-heading" },
+      h("h2", { id: "password-heading" }, "Change password"),
+      passwordForm,
+    ),
     // Second factor (a later issue): the TOTP set-up (password, QR code from the server's
     // data: URI, confirmation code), the recovery codes and turning MFA off go in a section
     // of their own here, between the password and the sessions.
@@ -969,7 +1031,11 @@ async function pageAccount(view) {
       "section",
       { "aria-labelledby": "sessions-heading" },
       h("h2", { id: "sessions-heading" }, "Sessions"),
-      h("p", { class: "hint" }, "Every place your account is signed in. Sign out any you do not recognise."),
+      h(
+        "p",
+        { class: "hint" },
+        "Every place your account is signed in. Sign out any you do not recognise.",
+      ),
       h("div", { class: "table-wrap" }, sessionsTable),
       moreSessions,
     ),
@@ -978,15 +1044,24 @@ async function pageAccount(view) {
 }
 
 function sessionRow(session) {
+  const started = new Date(session.created_at).toLocaleString();
+  const label = session.current
+    ? "Sign out this session (this browser)"
+    : `Sign out the session from ${session.client_ip || "an unknown address"}, started ${started}`;
   const button = h(
     "button",
-    { type: "button", class: "secondary", "aria-label": session.current ? "Sign out this session (this browser)" : `Sign out the session from ${session.client_ip || "an unknown address"}, started ${new Date(session.created_at).toLocaleString()}` },
+    { type: "button", class: "secondary", "aria-label": label },
     "Sign out",
   );
   const row = h(
     "tr",
     { class: session.current ? "current" : null },
-    h("td", {}, when(session.created_at), session.current ? h("strong", { class: "tag" }, "This browser") : null),
+    h(
+      "td",
+      {},
+      when(session.created_at),
+      session.current ? h("strong", { class: "tag" }, "This browser") : null,
+    ),
     h("td", {}, when(session.last_used_at)),
     h("td", {}, session.client_ip || "—"),
     h("td", { class: "wrap" }, session.user_agent || "—"),
@@ -1031,7 +1106,7 @@ async function pageUsers(view, { params }) {
         "table",
         { class: "data" },
         h("caption", { class: "visually-hidden" }, "Users"),
-        h("thead", {}, h("tr", {}, ["Username", "Email", "Roles", "State", "Actions"].map((text) => h("th", { scope: "col" }, text)))),
+        columns("Username", "Email", "Roles", "State", "Actions"),
         body,
       ),
     ),
@@ -1051,57 +1126,86 @@ async function pageUsers(view, { params }) {
 function userRow(initial) {
   let user = initial;
   const row = h("tr", { "data-username": user.username });
-  const render = () => {
+  // Each change redraws the row; ``focus`` names the control that keeps the keyboard focus.
+  const render = (focus = null) => {
+    const name = user.username;
     const boxes = ROLES.map((role) => {
-      const box = h("input", { type: "checkbox", id: uid("role"), value: role, checked: user.roles.includes(role) });
+      const box = h("input", {
+        type: "checkbox", id: uid("role"), value: role, checked: user.roles.includes(role),
+      });
       return h("span", { class: "check" }, box, h("label", { for: box.id }, role));
     });
-    const saveRoles = h("button", { type: "submit", class: "secondary", "aria-label": `Save roles of ${user.username}` }, "Save roles");
+    const saveRoles = h(
+      "button",
+      {
+        type: "submit",
+        class: "secondary",
+        "aria-label": `Save roles of ${name}`,
+        "data-focus": "roles",
+      },
+      "Save roles",
+    );
     const rolesForm = h(
       "form",
       { class: "roles" },
-      h("fieldset", {}, h("legend", { class: "visually-hidden" }, `Roles of ${user.username}`), boxes),
+      h("fieldset", {}, h("legend", { class: "visually-hidden" }, `Roles of ${name}`), boxes),
       saveRoles,
     );
     rolesForm.addEventListener("submit", (event) => {
       event.preventDefault();
       const roles = Array.from(rolesForm.querySelectorAll("input:checked"), (box) => box.value);
-      busy(saveRoles, attempt(() => patch({ roles }, `Roles of ${user.username} saved.`)));
+      busy(saveRoles, attempt(() => patch({ roles }, `Roles of ${name} saved.`, "roles")));
     });
 
     const state = [user.disabled ? h("strong", { class: "tag danger" }, "Disabled") : "Active"];
     if (isLocked(user)) state.push(" · locked until ", when(user.locked_until));
+    const verb = user.disabled ? "Enable" : "Disable";
     const toggle = h(
       "button",
-      { type: "button", class: user.disabled ? "secondary" : "danger", "aria-label": `${user.disabled ? "Enable" : "Disable"} ${user.username}` },
-      user.disabled ? "Enable" : "Disable",
+      {
+        type: "button",
+        class: user.disabled ? "secondary" : "danger",
+        "aria-label": `${verb} ${name}`,
+        "data-focus": "toggle",
+      },
+      verb,
     );
-    toggle.addEventListener("click", () =>
-      busy(toggle, attempt(() => patch({ disabled: !user.disabled }, `${user.username} is ${user.disabled ? "enabled" : "disabled"}.`))),
-    );
-    const unlock = h("button", { type: "button", class: "secondary", "aria-label": `Unlock ${user.username}` }, "Unlock");
-    unlock.addEventListener("click", () =>
-      busy(
-        unlock,
-        attempt(async () => {
-          await api("POST", `/admin/users/${encodeURIComponent(user.id)}/unlock`);
-          user = { ...user, locked_until: null };
-          render();
-          showStatus(`${user.username} is unlocked.`);
-        }),
-      ),
-    );
+    toggle.addEventListener("click", () => {
+      const done = `${name} is ${user.disabled ? "enabled" : "disabled"}.`;
+      busy(toggle, attempt(() => patch({ disabled: !user.disabled }, done, "toggle")));
+    });
+    // Offered while the account is locked out (failed sign-ins); an admin may end it early.
+    let unlock = null;
+    if (isLocked(user)) {
+      unlock = h(
+        "button",
+        { type: "button", class: "secondary", "aria-label": `Unlock ${name}` },
+        "Unlock",
+      );
+      unlock.addEventListener("click", () =>
+        busy(
+          unlock,
+          attempt(async () => {
+            await api("POST", `/admin/users/${encodeURIComponent(user.id)}/unlock`);
+            user = { ...user, locked_until: null };
+            render("toggle");
+            showStatus(`${name} is unlocked.`);
+          }),
+        ),
+      );
+    }
     row.replaceChildren(
-      h("th", { scope: "row" }, user.username),
+      h("th", { scope: "row" }, name),
       h("td", { class: "wrap" }, user.email),
       h("td", {}, rolesForm),
       h("td", {}, state),
       h("td", { class: "actions" }, toggle, " ", unlock),
     );
+    if (focus) row.querySelector(`[data-focus="${focus}"]`)?.focus();
   };
-  const patch = async (changes, done) => {
+  const patch = async (changes, done, focus) => {
     user = await api("PATCH", `/admin/users/${encodeURIComponent(user.id)}`, { json: changes });
-    render();
+    render(focus);
     showStatus(done);
   };
   render();
@@ -1121,15 +1225,32 @@ function localInputValue(iso) {
   const date = new Date(iso);
   if (!iso || Number.isNaN(date.getTime())) return "";
   const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  const day = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+  return `${day}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+/** A user id of an audit event, as a link that filters the log by it. */
+function userFilterLink(id) {
+  if (!id) return "—";
+  const href = `#${query("/admin/audit", { user_id: id })}`;
+  return h("a", { href, title: "Only this user's events" }, id);
 }
 
 async function pageAudit(view, { params }) {
-  const filters = { type: params.get("type") || "", user_id: params.get("user_id") || "", since: params.get("since") || "" };
+  const filters = {
+    type: params.get("type") || "",
+    user_id: params.get("user_id") || "",
+    since: params.get("since") || "",
+  };
   const listId = uid("audit-types");
   const type = h("input", { name: "type", list: listId, value: filters.type, autocomplete: "off" });
-  const userId = h("input", { name: "user_id", value: filters.user_id, autocomplete: "off", spellcheck: "false", size: "38" });
-  const since = h("input", { name: "since", type: "datetime-local", value: localInputValue(filters.since) });
+  const userId = h("input", {
+    name: "user_id", value: filters.user_id, autocomplete: "off", spellcheck: "false", size: "38",
+  });
+  const since = h("input", {
+    name: "since", type: "datetime-local", value: localInputValue(filters.since),
+  });
+  const filtered = filters.type || filters.user_id || filters.since;
   const form = h(
     "form",
     { class: "inline-form", "aria-label": "Filter the audit log" },
@@ -1138,7 +1259,7 @@ async function pageAudit(view, { params }) {
     field("User id", userId),
     field("Since", since),
     h("button", { type: "submit" }, "Apply filters"),
-    filters.type || filters.user_id || filters.since ? h("a", { href: "#/admin/audit", class: "button-link" }, "Clear") : null,
+    filtered ? h("a", { href: "#/admin/audit", class: "button-link" }, "Clear") : null,
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -1153,7 +1274,11 @@ async function pageAudit(view, { params }) {
   });
 
   const body = h("tbody");
-  const more = h("button", { type: "button", class: "secondary", hidden: true }, "Show older events");
+  const more = h(
+    "button",
+    { type: "button", class: "secondary", hidden: true },
+    "Show older events",
+  );
   const summary = h("p", { class: "summary", "aria-live": "polite" });
   view.append(
     heading("Audit log"),
@@ -1166,7 +1291,9 @@ async function pageAudit(view, { params }) {
         "table",
         { class: "data audit" },
         h("caption", { class: "visually-hidden" }, "Audit events, newest first"),
-        h("thead", {}, h("tr", {}, ["#", "Time", "Type", "Outcome", "Actor", "Subject", "Address", "Request", "Details"].map((text) => h("th", { scope: "col" }, text)))),
+        columns(
+          "#", "Time", "Type", "Outcome", "Actor", "Subject", "Address", "Request", "Details",
+        ),
         body,
       ),
     ),
@@ -1174,9 +1301,13 @@ async function pageAudit(view, { params }) {
   );
   let cursor = null;
   const load = async () => {
-    const page = await api("GET", query("/admin/audit", { ...filters, cursor, limit: pageSize(params, 50) }));
+    const limit = pageSize(params, 50);
+    const page = await api("GET", query("/admin/audit", { ...filters, cursor, limit }));
     for (const event of page.items) {
-      const details = event.details && Object.keys(event.details).length ? JSON.stringify(event.details) : "";
+      const details = Object.entries(event.details || {}).map(([key, value]) => {
+        const text = typeof value === "string" ? value : JSON.stringify(value);
+        return h("li", {}, h("span", { class: "key" }, key), " ", text);
+      });
       body.append(
         h(
           "tr",
@@ -1185,17 +1316,18 @@ async function pageAudit(view, { params }) {
           h("td", {}, when(event.occurred_at)),
           h("td", { class: "event-type" }, event.type),
           h("td", {}, event.outcome),
-          h("td", { class: "mono" }, event.actor_id || "—"),
-          h("td", { class: "mono" }, event.subject_id || "—"),
+          h("td", { class: "mono" }, userFilterLink(event.actor_id)),
+          h("td", { class: "mono" }, userFilterLink(event.subject_id)),
           h("td", {}, event.client_ip || "—"),
           h("td", { class: "mono" }, event.request_id || "—"),
-          h("td", { class: "wrap mono" }, details),
+          h("td", { class: "wrap mono" }, h("ul", { class: "pairs" }, details)),
         ),
       );
     }
     cursor = page.next_cursor;
     more.hidden = !cursor;
-    summary.textContent = body.childElementCount ? `${body.childElementCount}${cursor ? "+" : ""} events` : "No events match.";
+    const shown = body.childElementCount;
+    summary.textContent = shown ? `${shown}${cursor ? "+" : ""} events` : "No events match.";
   };
   more.addEventListener("click", () => busy(more, attempt(load)));
   await load();
