@@ -24,10 +24,11 @@ DAY = 86_400
 PRODUCTION_ENV = {
     "BASTION_ENV": "production",
     "BASTION_ISSUER": "https://api.example.com",
+    "BASTION_PUBLIC_URL": "https://api.example.com",
     "BASTION_ALLOWED_HOSTS": "api.example.com",
 }
 PRODUCTION = {"env": "production", "issuer": "https://api.example.com",
-              "allowed_hosts": ["api.example.com"]}
+              "public_url": "https://api.example.com", "allowed_hosts": ["api.example.com"]}
 # The same, without BASTION_ENV: what a CI job judges with --deploy before a release.
 CANDIDATE_ENV = {key: value for key, value in PRODUCTION_ENV.items() if key != "BASTION_ENV"}
 CANDIDATE = {key: value for key, value in PRODUCTION.items() if key != "env"}
@@ -38,6 +39,8 @@ INSECURE = [
     pytest.param({"env": "development"}, "BASTION_ENV", id="development-mode"),
     pytest.param({"log_level": "DEBUG"}, "BASTION_LOG_LEVEL", id="debug-logging"),
     pytest.param({"issuer": "http://api.example.com"}, "BASTION_ISSUER", id="http-issuer"),
+    pytest.param({"public_url": "http://api.example.com"}, "BASTION_PUBLIC_URL",
+                 id="http-public-url"),
     pytest.param({"password_hash_memory_kib": 8192}, "BASTION_PASSWORD_HASH_MEMORY_KIB",
                  id="argon2-memory"),
     pytest.param({"password_hash_time_cost": 1}, "BASTION_PASSWORD_HASH_MEMORY_KIB",

@@ -13,6 +13,7 @@ from tests.conftest import make_settings
 SECURE_PRODUCTION = {
     "env": "production",
     "issuer": "https://id.example.com",
+    "public_url": "https://id.example.com",
     "allowed_hosts": ["id.example.com"],
 }
 
@@ -80,6 +81,7 @@ def test_production_starts_on_a_secure_configuration(tmp_path: Path) -> None:
     ("overrides", "named"),
     [
         ({"issuer": "http://id.example.com"}, "BASTION_ISSUER"),
+        ({"public_url": "http://id.example.com"}, "BASTION_PUBLIC_URL"),
         ({"jwt_algorithm": "HS256", "jwt_secret": "short"}, "BASTION_JWT_SECRET"),
         ({"jwt_algorithm": "HS256"}, "BASTION_JWT_SECRET"),
         ({"cors_origins": ["*"]}, "BASTION_CORS_ORIGINS"),

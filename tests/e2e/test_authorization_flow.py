@@ -96,6 +96,7 @@ UNGUARDED_DEADLINE = 20.0
 PRODUCTION_ENV = {
     "env": "production",
     "issuer": "https://id.example.com",
+    "public_url": "https://id.example.com",
     "allowed_hosts": "id.example.com",
 }
 

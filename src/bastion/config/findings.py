@@ -113,6 +113,15 @@ def _token_findings(settings: Settings) -> list[Finding]:
                 production_only=True,
             )
         )
+    if urlsplit(settings.public_url).scheme != "https":
+        found.append(
+            Finding(
+                "BASTION_PUBLIC_URL",
+                "must be an https:// origin in production (browser sessions need Secure, "
+                "__Host- cookies, and mails link to it)",
+                production_only=True,
+            )
+        )
     return found
 
 

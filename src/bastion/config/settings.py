@@ -22,7 +22,7 @@ from bastion.config.findings import (
     OWASP_ARGON2_TIME_COST,
     insecure_findings,
 )
-from bastion.security.hostport import parse_host_port
+from bastion.security.hostport import parse_host_port, web_origin
 from bastion.security.ratelimits import parse_limit
 
 CommaList = Annotated[list[str], NoDecode]
@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     allowed_hosts: CommaList = Field(default_factory=lambda: ["127.0.0.1", "localhost"])
     https_redirect: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The service's own origin as browsers reach it: the CSRF origin check, links in mails.
+    public_url: str = "http://127.0.0.1:8000"
+    # Cookie (browser) sessions: ended after this long without use, and this long in all.
+    cookie_idle_ttl: int = Field(default=1800, ge=60, le=86_400)
+    cookie_max_ttl: int = Field(default=43_200, ge=60, le=2_592_000)
     database_timeout: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("trusted_proxies", "cors_origins", "allowed_hosts", mode="before")
@@ -140,6 +145,27 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _valid_public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if (
+            web_origin(value) is None
+            or parts.path not in {"", "/"}
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(f"not an origin (scheme://host[:port]): {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _idle_within_max(self) -> Settings:
+        if self.cookie_idle_ttl > self.cookie_max_ttl:
+            raise ValueError(
+                "BASTION_COOKIE_IDLE_TTL must not exceed BASTION_COOKIE_MAX_TTL"
+            )
+        return self
+
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:
         """Production refuses every finding; any environment refuses an HS256 secret too
@@ -156,6 +182,14 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def public_origin(self) -> str:
+        """``BASTION_PUBLIC_URL`` as browsers write it in ``Origin``: scheme, host, and the
+        port unless it is the scheme's default."""
+        origin = web_origin(self.public_url)
+        assert origin is not None  # noqa: S101 (validated above)
+        return origin
 
     @property
     def sqlite_path(self) -> Path:

@@ -10,6 +10,9 @@ bracketed IPv6, on a bare IPv6 and on which ports exist. Here is the one syntax:
 - a port is 1 to 5 ASCII digits no greater than 65535; an empty port (``name:``, which
   RFC 3986 allows and means the default) only when the caller allows it.
 
+``web_origin`` serialises a URL's origin on the same reading (the CSRF origin check compares
+``Origin`` and ``Referer`` with ``BASTION_PUBLIC_URL`` through it).
+
 Syntax only: the host comes back as written (brackets removed, case kept, not validated as
 a name or an address), for the caller to check against its own rule. Pure: no I/O.
 """
@@ -17,6 +20,7 @@ a name or an address), for the caller to check against its own rule. Pure: no I/
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 MAX_PORT = 65_535
 
@@ -66,3 +70,25 @@ def parse_host_port(
 def is_port(text: str) -> bool:
     """A TCP port written in decimal: 1 to 5 ASCII digits, at most 65535."""
     return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= MAX_PORT
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def web_origin(url: str) -> str | None:
+    """The origin (RFC 6454) of an absolute http(s) URL, serialised as browsers write the
+    ``Origin`` header: lower-case scheme and host, the port only when not the scheme's
+    default. None for anything else (``null``, a relative or opaque URL, a bad port)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or "@" in parts.netloc:
+        return None
+    written = parse_host_port(parts.netloc)
+    if written is None:
+        return None
+    host = f"[{written.host}]" if written.bracketed else written.host
+    port = "" if written.port in (None, _DEFAULT_PORTS[scheme]) else f":{written.port}"
+    return f"{scheme}://{host.lower()}{port}"
