@@ -33,6 +33,7 @@ from bastion.console.router import mount_console
 from bastion.errors import install_problem_handlers
 from bastion.health.router import router as health_router
 from bastion.identity.accounts import Accounts
+from bastion.identity.cookie_sessions import CookieSessions
 from bastion.identity.grants import Grants
 from bastion.identity.issuance import TokenIssuer
 from bastion.identity.lockout import Lockout
@@ -77,6 +78,7 @@ from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
 
 log = get_logger("bastion.app")
 CURSOR_SECRET_NAME = "cursor"  # noqa: S105 (the row name, not the secret)
+CSRF_SECRET_NAME = "csrf"  # noqa: S105 (the row name, not the secret)
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:
@@ -148,6 +150,9 @@ def build_services(settings: Settings) -> Services:
     )
     revocations.restore_with(revocation.restore_quietly)
     lockout = Lockout(settings=settings)
+    cookie_sessions = CookieSessions(
+        settings=settings, database=database, revocations=revocations
+    )
     return Services(
         settings=settings,
         database=database,
@@ -163,10 +168,12 @@ def build_services(settings: Settings) -> Services:
             issuer=TokenIssuer(settings=settings, keys=keys),
             lockout=lockout,
             revocation=revocation,
+            cookies=cookie_sessions,
         ),
         revocation=revocation,
         admin=AdminService(revocation=revocation),
         sessions=Sessions(revocation=revocation),
+        cookie_sessions=cookie_sessions,
     )
 
 
@@ -219,6 +226,8 @@ async def _start_work(app: FastAPI) -> None:
     await services.keys.reload()
     async with database.transaction() as session:
         secret = await service_secret(session, CURSOR_SECRET_NAME, now=utc_now())
+        csrf_secret = await service_secret(session, CSRF_SECRET_NAME, now=utc_now())
+    services.cookie_sessions.start(csrf_secret)
     install_services(app, replace(services, cursor_codec=CursorCodec(secret)))
 
 

@@ -29,6 +29,7 @@ from bastion.audit.events import AuditEventType, Outcome
 from bastion.errors import InsufficientScope, Unauthenticated
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
 from bastion.middleware.route_template import route_template
+from bastion.security.csrf import SAFE_METHODS
 from bastion.security.permissions import ALL_PERMISSIONS
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import DEFAULT_LIMIT, RateLimit
@@ -62,7 +63,8 @@ async def _scan(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 class BearerToken(OAuth2):
-    """Resolves ``Authorization: Bearer`` to a ``Principal``, or answers 401.
+    """Resolves ``Authorization: Bearer`` (or, without it, a browser's session cookie) to a
+    ``Principal``, or answers 401.
 
     A subclass of FastAPI's ``OAuth2`` so the OpenAPI document declares the password flow
     and Swagger UI's "Authorize" works, while staying one async dependency per request.
@@ -97,6 +99,8 @@ class BearerToken(OAuth2):
             await _count(request, self.rate_limit, user_id=None)
             raise
         await _count(request, self.rate_limit, user_id=principal.user_id)
+        if principal.via_cookie and request.method not in SAFE_METHODS:
+            await services_of(request.app).cookie_sessions.check_csrf(request, principal)
         return principal
 
     async def authorize(
@@ -111,7 +115,14 @@ class BearerToken(OAuth2):
     async def _principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
         if not header:
-            raise Unauthenticated
+            # A browser's session cookie, only when no token is sent: a request carrying
+            # both is the token's alone, and the token's path does not look at cookies.
+            principal = await services_of(request.app).cookie_sessions.principal(request)
+            if principal is None:
+                raise Unauthenticated
+            request.scope[USER_ID_SCOPE_KEY] = principal.user_id
+            request.scope[PRINCIPAL_SCOPE_KEY] = principal
+            return principal
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated(token_presented=True)

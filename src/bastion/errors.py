@@ -72,6 +72,15 @@ class InsufficientScope(Forbidden):
         self.required = required
 
 
+class CsrfRefused(Forbidden):
+    """A cookie-authenticated request that did not come from the service's own pages."""
+
+    detail = (
+        "The request was refused: it did not come from this service's own pages "
+        "(origin or CSRF token)."
+    )
+
+
 class BadRequest(DomainError):
     detail = "The request cannot be processed."
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bastion.authentication import Authenticator
     from bastion.config import Settings
     from bastion.identity.accounts import Accounts
+    from bastion.identity.cookie_sessions import CookieSessions
     from bastion.identity.grants import Grants
     from bastion.identity.revocation import Revocation
     from bastion.identity.sessions import Sessions
@@ -51,6 +52,7 @@ class Services:
     revocation: Revocation
     admin: AdminService
     sessions: Sessions
+    cookie_sessions: CookieSessions
     # Signed pagination cursors; the secret lives in the database, so it is set at start.
     cursor_codec: CursorCodec | None = None
 

@@ -32,6 +32,11 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("GET", "/docs/static/favicon-32x32.png"): (200, 200, 200, 200, 200),
     ("GET", "/docs"): (200, 200, 200, 200, 200),
     ("GET", "/docs/swagger-init.js"): (200, 200, 200, 200, 200),
+    # The console's page and files: public, like the docs; what it shows comes from the API.
+    ("GET", "/app"): (308, 308, 308, 308, 308),
+    ("GET", "/app/"): (200, 200, 200, 200, 200),
+    ("GET", "/app/static/app.js"): (200, 200, 200, 200, 200),
+    ("GET", "/app/static/app.css"): (200, 200, 200, 200, 200),
     ("GET", "/health/live"): (200, 200, 200, 200, 200),
     ("HEAD", "/health/live"): (200, 200, 200, 200, 200),
     ("GET", "/health/ready"): (200, 200, 200, 200, 200),
@@ -41,6 +46,10 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("POST", "/auth/token"): (400, 400, 400, 400, 400),
     ("POST", "/auth/revoke"): (200, 200, 200, 200, 200),
     ("POST", "/auth/logout"): (401, 204, 204, 204, 204),
+    # A browser's sign-in (wrong credentials: 400 for everyone) and sign-out; with a bearer
+    # token the sign-out ends that token's session, as /auth/logout does.
+    ("POST", "/auth/session"): (400, 400, 400, 400, 400),
+    ("DELETE", "/auth/session"): (401, 204, 204, 204, 204),
     ("GET", "/auth/me"): (401, 200, 200, 200, 200),
     ("GET", "/auth/sessions"): (401, 200, 200, 200, 200),
     # "owner" owns the session the path names: nobody else can see or end it, admins included.
@@ -132,6 +141,9 @@ def _request(method: str, path: str) -> Request:
             }
         elif (method, path) == ("POST", "/auth/token"):
             kwargs["data"] = {"grant_type": "password", "username": "nobody", "password": "x"}
+        elif (method, path) == ("POST", "/auth/session"):
+            kwargs["data"] = {"username": "nobody", "password": "x"}
+            kwargs["headers"] = {**kwargs["headers"], "Sec-Fetch-Site": "same-origin"}
         elif (method, path) == ("POST", "/auth/revoke"):
             kwargs["data"] = {"token": "not-a-token"}
         elif (method, path) == ("POST", "/auth/password"):

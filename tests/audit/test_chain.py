@@ -70,7 +70,7 @@ def test_the_event_types_are_exactly_the_contract_s() -> None:
     assert {member.value for member in AuditEventType} == {
         "registration", "login_success", "login_failure", "lockout", "token_refresh",
         "refresh_reuse", "logout", "revocation", "password_change", "role_change", "disable",
-        "unlock", "access_denied",
+        "unlock", "access_denied", "csrf_refusal",
     }
     assert {member.value for member in Outcome} == {"success", "failure", "denied"}
 

@@ -98,7 +98,7 @@ async def test_ending_a_session_refuses_its_tokens_at_once(
             )
         )
     [event] = events
-    assert event.details == {"session_id": sid(lost_phone), "current": False}
+    assert event.details == {"session_id": sid(lost_phone), "kind": "bearer", "current": False}
     assert event.actor_id == event.subject_id
 
 

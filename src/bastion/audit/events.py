@@ -50,6 +50,7 @@ class AuditEventType(StrEnum):
     DISABLE = "disable"
     UNLOCK = "unlock"
     ACCESS_DENIED = "access_denied"
+    CSRF_REFUSAL = "csrf_refusal"
 
 
 class Outcome(StrEnum):

@@ -10,8 +10,10 @@ where there is no hash to check), one audit insert. The password grant follows
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
 from bastion.clock import Clock, utc_now
+from bastion.identity.cookie_sessions import COOKIE_KIND, CookieLogin, CookieSessions
 from bastion.identity.freshness import (
     AccountState,
     lock_account,
@@ -62,6 +65,10 @@ _REFUSED = _Refusal()  # invalid_grant
 _INVALID_SCOPE = _Refusal()  # invalid_scope
 _STALE = _Refusal()  # what the slow step verified changed meanwhile: verify again
 
+_Opened = TypeVar("_Opened")
+# Opens the session of a verified sign-in, inside the transaction that locked the account.
+_SessionOpener = Callable[[AsyncSession, AccountState, datetime], Awaitable[_Opened]]
+
 
 def requested_scope(scope: str | None) -> frozenset[str] | None:
     """The scope a grant asks for; unknown permissions are refused before any other work."""
@@ -80,14 +87,56 @@ class Grants:
     issuer: TokenIssuer
     lockout: Lockout
     revocation: Revocation
+    cookies: CookieSessions
     clock: Clock = utc_now
 
     async def password_grant(
         self, *, username: str, password: str, scope: str | None, audit: AuditContext
     ) -> TokenResponse:
-        """The password grant, decided twice: on the account read before the hash, and
-        again on the row-locked account inside the transaction that issues the tokens."""
+        """The password grant: a bearer session and its tokens, the scope narrowed to
+        ``scope`` when one is asked for."""
         requested = requested_scope(scope)
+
+        async def issue_tokens(
+            session: AsyncSession, fresh: AccountState, now: datetime
+        ) -> TokenResponse:
+            # Scope and iat come from the locked row: the roles and cut-off as they are now.
+            granted = resolve_scope(requested, granted_permissions(fresh.roles))
+            login = self.issuer.open_session(session, fresh, granted, now, audit)
+            return await self.issuer.issue(
+                session, fresh, login, granted, now, audit, AuditEventType.LOGIN_SUCCESS
+            )
+
+        return await self._sign_in(username, password, audit, issue_tokens)
+
+    async def cookie_sign_in(
+        self, *, username: str, password: str, audit: AuditContext
+    ) -> CookieLogin:
+        """``POST /auth/session``: the same password check, lockout and audit as the
+        password grant, opening a browser (cookie) session instead of issuing tokens."""
+
+        async def open_cookie_session(
+            session: AsyncSession, fresh: AccountState, now: datetime
+        ) -> CookieLogin:
+            login = self.cookies.open(session, fresh, now, audit)
+            subject = str(fresh.user_id)
+            await audit.as_actor(subject).record(
+                session, AuditEventType.LOGIN_SUCCESS, Outcome.SUCCESS,
+                subject=subject, session_id=login.session_id, kind=COOKIE_KIND,
+            )
+            return login
+
+        return await self._sign_in(username, password, audit, open_cookie_session)
+
+    async def _sign_in(
+        self,
+        username: str,
+        password: str,
+        audit: AuditContext,
+        open_session: _SessionOpener[_Opened],
+    ) -> _Opened:
+        """A password sign-in, decided twice: on the account read before the hash, and
+        again on the row-locked account inside the transaction that opens the session."""
         for _attempt in range(2):
             seen = await read_account(self.database, User.username == username.lower())
             if seen is None:
@@ -99,10 +148,10 @@ class Grants:
                 raise GrantError
             verification = await verify_unless_locked(self.hasher, seen, password, self.clock())
             async with self.database.transaction() as session:
-                settled = await self._settle_password_grant(
-                    session, seen, verification, requested, audit
+                settled = await self._settle_sign_in(
+                    session, seen, verification, audit, open_session
                 )
-            if isinstance(settled, TokenResponse):
+            if not isinstance(settled, _Refusal):
                 return settled
             if settled is not _STALE:
                 raise GrantError
@@ -110,14 +159,14 @@ class Grants:
         # row): refuse rather than hash a third time.
         raise GrantError
 
-    async def _settle_password_grant(
+    async def _settle_sign_in(
         self,
         session: AsyncSession,
         seen: AccountState,
         verification: Verification | None,
-        requested: frozenset[str] | None,
         audit: AuditContext,
-    ) -> TokenResponse | _Refusal:
+        open_session: _SessionOpener[_Opened],
+    ) -> _Opened | _Refusal:
         now = self.clock()
         fresh = await lock_account(session, seen.user_id)
         if fresh is not None and fresh.password_hash != seen.password_hash:
@@ -134,37 +183,21 @@ class Grants:
             counted = await self.lockout.count_failure(session, fresh.user_id, now, audit)
             reason = "wrong_password" if counted else "locked"
         else:
-            return await self._sign_in(session, fresh, verification, requested, now, audit)
+            # A verified password on a fresh, locked row: clear the counters (and store
+            # the rehash) with a compare-and-set, then open the session.
+            reset: dict[str, object] = {
+                "failed_logins": 0, "lockouts": 0, "locked_until": None, "updated_at": now
+            }
+            if verification.new_hash is not None:
+                reset["password_hash"] = verification.new_hash
+            if not await write_if_unchanged(session, fresh, now, **reset):
+                return _STALE  # cannot happen under the row lock; never open on a failed write
+            return await open_session(session, fresh, now)
         await audit.record(
             session, AuditEventType.LOGIN_FAILURE, Outcome.FAILURE,
             subject=str(seen.user_id), reason=reason,
         )
         return _REFUSED
-
-    async def _sign_in(
-        self,
-        session: AsyncSession,
-        fresh: AccountState,
-        verification: Verification,
-        requested: frozenset[str] | None,
-        now: datetime,
-        audit: AuditContext,
-    ) -> TokenResponse | _Refusal:
-        """A verified password on a fresh, locked row: clear the counters (and store the
-        rehash) with a compare-and-set, open a session, issue its tokens."""
-        reset: dict[str, object] = {
-            "failed_logins": 0, "lockouts": 0, "locked_until": None, "updated_at": now
-        }
-        if verification.new_hash is not None:
-            reset["password_hash"] = verification.new_hash
-        if not await write_if_unchanged(session, fresh, now, **reset):
-            return _STALE  # cannot happen under the row lock; never issue on a failed write
-        # Scope and iat come from the locked row: the roles and cut-off as they are now.
-        granted = resolve_scope(requested, granted_permissions(fresh.roles))
-        login = self.issuer.open_session(session, fresh, granted, now, audit)
-        return await self.issuer.issue(
-            session, fresh, login, granted, now, audit, AuditEventType.LOGIN_SUCCESS
-        )
 
     async def refresh_grant(
         self, *, refresh_token: str, scope: str | None, audit: AuditContext

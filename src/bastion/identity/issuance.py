@@ -22,6 +22,32 @@ from bastion.storage.signing_keys import KeyRingHolder
 from bastion.storage.tables import LoginSession, RefreshToken
 
 
+def new_login_session(
+    account: AccountState,
+    scopes: frozenset[str],
+    now: datetime,
+    audit: AuditContext,
+    *,
+    lifetime_seconds: int,
+    kind: str = "bearer",
+    secret_hash: str | None = None,
+) -> LoginSession:
+    """A session opened now, with the address and device it was opened from (for the
+    owner to recognise it in ``GET /auth/sessions``)."""
+    return LoginSession(
+        id=uuid.uuid4(),
+        user_id=account.user_id,
+        kind=kind,
+        secret_hash=secret_hash,
+        scope=" ".join(sorted(scopes)),
+        created_at=now,
+        expires_at=now + timedelta(seconds=lifetime_seconds),
+        last_used_at=now,
+        client_ip=audit.client_ip,
+        user_agent=audit.user_agent,
+    )
+
+
 @dataclass(kw_only=True, slots=True)
 class TokenIssuer:
     settings: Settings
@@ -35,17 +61,9 @@ class TokenIssuer:
         now: datetime,
         audit: AuditContext,
     ) -> LoginSession:
-        """A new login session holding what the login granted (a refresh may narrow it),
-        with the address and device it was opened from."""
-        login = LoginSession(
-            id=uuid.uuid4(),
-            user_id=account.user_id,
-            scope=" ".join(sorted(scopes)),
-            created_at=now,
-            expires_at=now + timedelta(seconds=self.settings.session_max_age),
-            last_used_at=now,
-            client_ip=audit.client_ip,
-            user_agent=audit.user_agent,
+        """A new bearer session holding what the login granted (a refresh may narrow it)."""
+        login = new_login_session(
+            account, scopes, now, audit, lifetime_seconds=self.settings.session_max_age
         )
         session.add(login)
         return login

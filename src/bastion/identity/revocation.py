@@ -95,6 +95,7 @@ class Revocation:
         await audit.as_actor(principal.user_id).record(
             session, AuditEventType.LOGOUT, Outcome.SUCCESS,
             subject=principal.user_id, session_id=principal.session_id,
+            kind="cookie" if principal.via_cookie else "bearer",
         )
 
     async def revoke(self, session: AsyncSession, *, token: str, audit: AuditContext) -> None:

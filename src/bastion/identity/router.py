@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from bastion.audit.context import AuditContext
 from bastion.clock import utc_now
 from bastion.dependencies import CurrentPrincipal, DbReader, DbSession, authenticated, public
+from bastion.identity.cookie_sessions import CookieSessions
 from bastion.identity.grants import GrantError
 from bastion.identity.schemas import (
     JsonWebKeySet,
@@ -32,6 +33,7 @@ from bastion.pagination import (
     time_id_values,
 )
 from bastion.routing import service_router
+from bastion.security.csrf import origin_refusal
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import LOGIN_LIMIT, REGISTER_LIMIT
 from bastion.security.text import LINE_PATTERN, holds_control_character
@@ -182,6 +184,89 @@ async def token(request: Request) -> Response:
     return JSONResponse(
         issued.model_dump(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
     )
+
+
+_SESSION_PROPERTIES = {
+    "username": _FORM_TEXT,
+    "password": {**_FORM_TEXT, "format": "password"},
+}
+_SESSION_FORM = _form_body(["username", "password"], _SESSION_PROPERTIES)
+SESSION_PARAMETERS = frozenset(_SESSION_PROPERTIES)
+_CSRF_REFUSAL = {
+    "description": "Not sent from this service's own pages: `Sec-Fetch-Site` is not "
+    "`same-origin`/`none`, or without it `Origin` (else `Referer`) is not "
+    "`BASTION_PUBLIC_URL`, or none of them was sent (login CSRF).",
+}
+
+
+@router.post(
+    "/auth/session",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {
+            "description": "Signed in: the session cookie (`bastion_session`, HttpOnly; "
+            "`__Host-bastion_session`, Secure, over HTTPS) and the CSRF cookie "
+            "(`bastion_csrf` / `__Host-bastion_csrf`, readable: send its value as "
+            "`X-CSRF-Token` on every unsafe request) are set."
+        },
+        400: {
+            "model": OAuthError,
+            "description": "RFC 6749 §5.2 error, as `/auth/token`'s password grant: "
+            "`invalid_request` or `invalid_grant`, with `Cache-Control: no-store`.",
+        },
+        403: _CSRF_REFUSAL,
+    },
+    openapi_extra=_SESSION_FORM,
+    dependencies=[public(rate_limit=LOGIN_LIMIT)],
+    max_body_size=SMALL_BODY_BYTES,
+)
+async def open_browser_session(request: Request) -> Response:
+    """Sign a browser in: the password check, lockout, login quota and audit of the
+    password grant, ending in a session cookie instead of tokens."""
+    cookies = services_of(request.app).cookie_sessions
+    cookies.require_started()
+    refusal = origin_refusal(request.headers, cookies.public_origin)
+    if refusal is not None:
+        await cookies.refuse(request, refusal)  # login CSRF: another site's sign-in form
+    form = await _read_form(request, SESSION_PARAMETERS)
+    if form is None:
+        return _bad_form()
+    username, password = form.get("username"), form.get("password")
+    if not username or not password:
+        return _oauth_error("invalid_request", "username and password are required.")
+    try:
+        login = await services_of(request.app).grants.cookie_sign_in(
+            username=username, password=password, audit=AuditContext.of(request)
+        )
+    except GrantError as refused:
+        return _oauth_error(refused.error, refused.description)
+    response = Response(status_code=204, headers={"Pragma": "no-cache"})
+    cookies.set_cookies(response, request.scope, login)
+    return response
+
+
+@router.delete(
+    "/auth/session",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "Signed out: the session is ended and both cookies cleared."},
+        401: {},
+    },
+)
+async def end_browser_session(
+    principal: CurrentPrincipal, request: Request, session: DbSession
+) -> Response:
+    """Sign this browser out: its session ends at once, in every process, and both cookies
+    are cleared. (With a bearer token instead, it ends that token's session, as
+    ``/auth/logout`` does.)"""
+    await services_of(request.app).revocation.logout(
+        session, principal, AuditContext.of(request)
+    )
+    response = Response(status_code=204)
+    CookieSessions.clear_cookies(response, request.scope)
+    return response
 
 
 @router.post(

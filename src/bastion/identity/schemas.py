@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -143,7 +143,8 @@ class SessionOut(BaseModel):
     recognise it, nothing that would let anyone use it."""
 
     id: uuid.UUID
-    kind: str
+    # How it is carried: refresh and access tokens, or a browser's session cookie.
+    kind: Literal["bearer", "cookie"]
     created_at: datetime
     last_used_at: datetime | None
     client_ip: str | None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +19,7 @@ from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
 from bastion.clock import Clock, utc_now
 from bastion.errors import NotFound
+from bastion.identity.cookie_sessions import COOKIE_KIND
 from bastion.identity.revocation import Revocation
 from bastion.pagination import TimeIdPosition
 from bastion.security.principal import Principal
@@ -29,11 +30,13 @@ class SessionNotFound(NotFound):
     detail = "The session does not exist."
 
 
-def _live(user_id: uuid.UUID, now: datetime) -> ColumnElement[bool]:
+def _live(user_id: uuid.UUID, now: datetime, idle: timedelta) -> ColumnElement[bool]:
+    """Not ended, not past its absolute deadline, and (a cookie session) not idle too long."""
     return and_(
         LoginSession.user_id == user_id,
         LoginSession.revoked_at.is_(None),
         LoginSession.expires_at > now,
+        or_(LoginSession.kind != COOKIE_KIND, LoginSession.last_used_at > now - idle),
     )
 
 
@@ -41,6 +44,10 @@ def _live(user_id: uuid.UUID, now: datetime) -> ColumnElement[bool]:
 class Sessions:
     revocation: Revocation
     clock: Clock = utc_now
+
+    @property
+    def _idle(self) -> timedelta:
+        return timedelta(seconds=self.revocation.settings.cookie_idle_ttl)
 
     async def list_live(
         self,
@@ -53,7 +60,7 @@ class Sessions:
         """One page of the caller's live sessions, newest first, and whether more follow."""
         query = (
             select(LoginSession)
-            .where(_live(uuid.UUID(principal.user_id), self.clock()))
+            .where(_live(uuid.UUID(principal.user_id), self.clock(), self._idle))
             .order_by(LoginSession.created_at.desc(), LoginSession.id.desc())
             .limit(limit + 1)
         )
@@ -79,7 +86,7 @@ class Sessions:
         owner = uuid.UUID(principal.user_id)
         login = await session.scalar(
             select(LoginSession)
-            .where(LoginSession.id == session_id, _live(owner, self.clock()))
+            .where(LoginSession.id == session_id, _live(owner, self.clock(), self._idle))
             .with_for_update()
         )
         if login is None:
@@ -87,6 +94,6 @@ class Sessions:
         await self.revocation.revoke_sessions(session, [login], reason="signed_out")
         await audit.as_actor(principal.user_id).record(
             session, AuditEventType.LOGOUT, Outcome.SUCCESS,
-            subject=principal.user_id, session_id=str(session_id),
+            subject=principal.user_id, session_id=str(session_id), kind=login.kind,
             current=str(session_id) == principal.session_id,
         )

@@ -1,4 +1,4 @@
-"""Who is calling: what a verified, unrevoked access token says."""
+"""Who is calling: what a verified, unrevoked access token (or browser session) says."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ class Principal:
     scopes: frozenset[str]
     issued_at: int
     expires_at: int
+    # Authenticated by a browser's session cookie: its unsafe requests need the CSRF checks.
+    via_cookie: bool = False
 
     @classmethod
     def from_claims(cls, claims: AccessClaims) -> Principal:

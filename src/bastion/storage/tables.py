@@ -96,11 +96,14 @@ class LoginSession(Base):
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_reason: Mapped[str | None] = mapped_column(String(40), default=None)
-    # How the session is carried: "bearer" (refresh and access tokens).
+    # How the session is carried: "bearer" (refresh and access tokens) or "cookie" (a
+    # browser's opaque session cookie, kept here only as its SHA-256: ``secret_hash``).
     kind: Mapped[str] = mapped_column(String(8), default="bearer", server_default="bearer")
-    # Where it was opened and when it was last used (a login or a refresh): for the owner
-    # to recognise it in GET /auth/sessions. Access-token use is not recorded: a read
-    # stays a read.
+    secret_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    # Where it was opened and when it was last used (a login, a refresh, a cookie's use at
+    # most every tenth of the idle TTL): for the owner to recognise it in GET
+    # /auth/sessions, and a cookie session's idle expiry. Access-token use is not
+    # recorded: a read stays a read.
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     client_ip: Mapped[str | None] = mapped_column(String(45), default=None)
     user_agent: Mapped[str | None] = mapped_column(String(200), default=None)
