@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from bastion.apidocs.openapi import BROWSER_SESSION_SCHEME
 from bastion.app import create_app
 from bastion.audit.events import AuditEventType
 from bastion.audit.service import list_events
@@ -280,5 +281,8 @@ async def test_the_openapi_document_shows_each_routes_security_requirement(
     paths = application.openapi()["paths"]
     assert paths["/mine"]["get"]["security"] == [{OAUTH2_SCHEME_NAME: ["notes:read"]}]
     assert paths["/logged-in"]["get"]["security"] == [{OAUTH2_SCHEME_NAME: []}]
+    # The browser session is stated once, for the console: API clients use the token.
+    schemes = application.openapi()["components"]["securitySchemes"]
+    assert schemes[BROWSER_SESSION_SCHEME]["in"] == "cookie"
     assert "security" not in paths["/health/live"]["get"]
     assert "security" not in paths["/auth/register"]["post"]

@@ -31,18 +31,20 @@ def authorize(page: Page, screenshot: Path) -> None:
     page.get_by_role("button", name="Authorize").first.click()
     dialog = page.locator(".modal-ux")
     dialog.wait_for(state="visible", timeout=RENDER_TIMEOUT_MS)
-    dialog.locator("#oauth_username").fill(USERNAME)
-    dialog.locator("#oauth_password").fill(PASSWORD)
+    # The dialog lists every scheme: the password flow's, and the browser session cookie's.
+    oauth = dialog.locator(".auth-container", has_text="OAuth2PasswordBearer")
+    oauth.locator("#oauth_username").fill(USERNAME)
+    oauth.locator("#oauth_password").fill(PASSWORD)
     # Swagger labels its buttons for screen readers ("Apply given OAuth2 credentials",
     # "Remove authorization"); the visible text is what a user sees and clicks.
-    submit = dialog.locator("button.modal-btn.authorize", has_text="Authorize")
+    submit = oauth.locator("button.modal-btn.authorize", has_text="Authorize")
     with page.expect_response(lambda r: urlsplit(r.url).path == "/auth/token") as token_info:
         submit.click()
     token_response = token_info.value
     assert token_response.status == 200, token_response.text()
-    logout = dialog.locator("button.modal-btn", has_text="Logout")
+    logout = oauth.locator("button.modal-btn", has_text="Logout")
     logout.wait_for(state="visible", timeout=RENDER_TIMEOUT_MS)
-    assert "Authorized" in dialog.inner_text()
+    assert "Authorized" in oauth.inner_text()
     assert not dialog.locator("#oauth_password").is_visible()
     page.screenshot(path=str(screenshot))
     dialog.locator("button.modal-btn", has_text="Close").first.click()

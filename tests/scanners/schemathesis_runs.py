@@ -10,8 +10,9 @@ the accounts (an admin disabling alice, a logout) cannot change what another one
 - **admin**: admin1 on the admin API, and on the two reads whose answer changes with the
   admin's ``notes:read_all`` (``GET /notes?all=true``, another user's ``GET /notes/{id}``).
   Every other operation answers an admin as it answers alice, and the user run has those.
-- **session-ending**: alice on ``POST /auth/logout``, ``/auth/password``, ``/auth/revoke``
-  and ``DELETE /auth/sessions/{id}``, which end the session of the token they are sent with
+- **session-ending**: alice on ``POST /auth/logout``, ``/auth/password``, ``/auth/revoke``,
+  ``DELETE /auth/sessions/{id}`` and ``/auth/session`` (a browser's sign-in and sign-out; with
+  a token, the sign-out ends its session), which end the session of the token they are sent with
   (or another of hers); with ``GET /auth/sessions``, whose ids the stateful phase links to
   the DELETE. They run apart so that the other
   runs keep one session throughout, and because schemathesis logs in through the WFC file's
@@ -56,6 +57,11 @@ ALLOWED_WARNINGS: dict[tuple[str, str], str] = {
         "the fuzzer cannot know a password or a live refresh token, so every valid-looking "
         "grant is refused, as RFC 6749 §5.2 requires: 400 invalid_grant"
     ),
+    ("validation_mismatch", "POST /auth/session"): (
+        "as the password grant: the fuzzer cannot know a password, so every valid-looking "
+        "sign-in is refused (400 invalid_grant), or without Fetch Metadata or Origin a 403 "
+        "(login CSRF)"
+    ),
     ("validation_mismatch", "POST /notes/{note_id}/shares"): (
         "a generated username seldom names an existing user other than the owner, so most "
         "valid-looking shares are refused (422), as they must be"
@@ -73,13 +79,14 @@ POSITIVE_EXCEPTIONS: dict[str, tuple[tuple[int, ...], str]] = {
     "GET /auth/sessions": ((400,), "as GET /notes: an unsigned cursor is a 400"),
     "GET /admin/audit": ((400,), "as GET /notes: an unsigned cursor is a 400"),
     "POST /auth/password": ((400,), "a wrong current password is a 400 (see ALLOWED_WARNINGS)"),
+    "POST /auth/session": ((400,), "wrong credentials: 400 invalid_grant (see ALLOWED_WARNINGS)"),
     "POST /notes/{note_id}/shares": (
         (422,),
         "the username must name an existing user other than the owner: data, not schema",
     ),
 }
 DEFAULT_POSITIVE_STATUSES = ("2xx", "3xx", "401", "403", "404", "409", "429", "5xx")
-SESSION_ENDING = r"^/auth/(logout|password|revoke|sessions(/[^/]+)?)$"
+SESSION_ENDING = r"^/auth/(logout|password|revoke|session|sessions(/[^/]+)?)$"
 # Failures printed in full; the rest are counted (the report files hold all of them).
 SHOWN_FAILURES = 40
 OUTPUT_TAIL_CHARS = 3000
@@ -104,7 +111,7 @@ RUNS = (
         "user",
         USER,
         peers=(USER, PEER),
-        exclude_path_regex=r"^/(admin/|auth/(logout|password|revoke|sessions/[^/]+)$)",
+        exclude_path_regex=r"^/(admin/|auth/(logout|password|revoke|session|sessions/[^/]+)$)",
     ),
     Run("admin", ADMIN, include_name_regex=r"^(GET /notes(/\{note_id\})?|[A-Z]+ /admin/.*)$"),
     Run("session-ending", USER, include_path_regex=SESSION_ENDING),

@@ -1,6 +1,12 @@
 """Schemathesis hooks, loaded by the schemathesis process itself (``hooks`` in its config).
 
-Two rules that are data, not schema, each applied to valid-mode cases only.
+Two rules that are data, not schema, each applied to valid-mode cases only, and one header
+every browser sends.
+
+Browser sign-in: ``POST /auth/session`` refuses, as login CSRF, a request that names no origin
+(no ``Sec-Fetch-Site``, ``Origin`` or ``Referer``), and a fuzzer sends none; every case gets
+``Sec-Fetch-Site: same-origin``, as the console's sign-in form sends it, so that the fuzzing
+reaches the form. The refusal itself has tests of its own (tests/identity/test_cookie_sessions.py).
 
 Registration: a password the policy takes (see ``_policy_passwords``).
 
@@ -35,6 +41,7 @@ from bastion.security.passwords import password_problems
 
 HEADER = "idempotency-key"
 REGISTER = "POST /auth/register"
+SIGN_IN = "POST /auth/session"
 MAX_KEY = 255
 _serial = itertools.count(1)
 
@@ -98,8 +105,15 @@ def _policy_passwords(case: Any) -> None:
         body["password"] = acceptable_password(body)
 
 
+def _from_the_console(case: Any) -> None:
+    if case.operation.label == SIGN_IN:
+        case.headers = {**(case.headers or {}), "Sec-Fetch-Site": "same-origin"}
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
-    """Each positive case: its own ``Idempotency-Key``, and a password the policy takes."""
+    """Each positive case: its own ``Idempotency-Key``, and a password the policy takes;
+    each browser sign-in: the Fetch Metadata of the service's own page."""
     _unique_keys(case)
     _policy_passwords(case)
+    _from_the_console(case)

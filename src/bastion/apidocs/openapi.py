@@ -123,6 +123,26 @@ class _Route:
         )
 
 
+_UNSAFE_METHODS = frozenset({"post", "put", "patch", "delete"})
+_CSRF_403 = (
+    " With the browser session cookie instead of a token: the request did not come from "
+    "this service's own pages (`Sec-Fetch-Site`, else `Origin`/`Referer`), or its "
+    "`X-CSRF-Token` is not this session's (audited)."
+)
+BROWSER_SESSION_SCHEME = "BrowserSession"
+_BROWSER_SESSION = {
+    "type": "apiKey",
+    "in": "cookie",
+    "name": "bastion_session",
+    "description": "The browser session `POST /auth/session` opens (`__Host-bastion_session` "
+    "over HTTPS), for the service's own pages: every operation that takes the bearer token "
+    "takes it instead, with the permissions of the user's roles at sign-in. Unsafe requests "
+    "also send the CSRF cookie's value as `X-CSRF-Token` and come from the service's own "
+    "origin. A request with a bearer token is authenticated by the token alone. (Stated "
+    "here, not in each operation's `security`: API clients use the token.)",
+}
+
+
 def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
@@ -146,10 +166,15 @@ def _answers(route: _Route, method: str) -> dict[str, dict[str, Any]]:
         answers["401"] = _problem(
             "No access token, or one that is invalid, expired or revoked.", _CHALLENGE
         )
+    csrf = route.authenticated and method in _UNSAFE_METHODS
     if route.needs_permissions:
         answers["403"] = _problem(
-            "The token's scope lacks a permission this operation needs (audited).", _CHALLENGE
+            "The token's scope lacks a permission this operation needs (audited)."
+            + (_CSRF_403 if csrf else ""),
+            _CHALLENGE,
         )
+    elif csrf:
+        answers["403"] = _problem(_CSRF_403.strip())
     if route.has_path_parameters:
         answers["404"] = _problem(
             "No such resource, or one the caller may not see (the same answer)."
@@ -217,7 +242,9 @@ def complete_document(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
             operation = operations.get(method.lower())
             if operation is not None:
                 _complete_operation(operation, facts, method.lower())
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    components = document.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[BROWSER_SESSION_SCHEME] = _BROWSER_SESSION
+    schemas = components.setdefault("schemas", {})
     schemas.update(PROBLEM_SCHEMAS)
     for name in _FASTAPI_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
