@@ -118,7 +118,7 @@ def _token_findings(settings: Settings) -> list[Finding]:
             Finding(
                 "BASTION_PUBLIC_URL",
                 "must be an https:// origin in production (browser sessions need Secure, "
-                "__Host- cookies, and mails link to it)",
+                "__Host- cookies)",
                 production_only=True,
             )
         )
