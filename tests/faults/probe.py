@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import LiveServer
-from tests.identity.helpers import account_form, bearer, password_form
+from tests.identity.helpers import PASSWORD, account_form, bearer, password_form
 
 
 @dataclass
@@ -35,6 +35,15 @@ class Prober:
 
     def login(self) -> httpx.Response:
         return self.request("POST", "/auth/token", data=password_form(self.username))
+
+    def session_cookie(self) -> str:
+        """A browser sign-in's session cookie, as a ``Cookie`` header value."""
+        response = self.request(
+            "POST", "/auth/session", data={"username": self.username, "password": PASSWORD},
+            headers={"Sec-Fetch-Site": "same-origin"},
+        )
+        assert response.status_code == 204, response.text
+        return f"bastion_session={response.cookies['bastion_session']}"
 
     def token(self) -> str:
         """A fresh access token: the login must succeed."""

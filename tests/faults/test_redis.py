@@ -143,16 +143,19 @@ def assert_load_as_documented(ledger: Ledger) -> None:
 
 
 def refused_by_every_worker(
-    server: LiveServer, token: str, row: FaultRow, first_address: int
+    server: LiveServer, token: str, row: FaultRow, first_address: int,
+    headers: dict[str, str] | None = None,
 ) -> Counter[int]:
-    """Fresh connections with ``token`` until both workers have answered; each answer as the
-    row says for a revoked token (401, no ``Retry-After``). Each burst comes from an address
-    of its own, so no per-address count runs out."""
+    """Fresh connections with ``token`` (or ``headers``: a session cookie) until both
+    workers have answered; each answer as the row says for a revoked token (401, no
+    ``Retry-After``). Each burst comes from an address of its own, so no per-address count
+    runs out."""
     answered_by: Counter[int] = Counter()
     for number in range(MAX_BURSTS):
         responses, held = asyncio.run(
             burst(server, BURST, "GET", "/auth/me",
-                  address=f"127.0.{first_address}.{number + 1}", headers=bearer(token))
+                  address=f"127.0.{first_address}.{number + 1}",
+                  headers=headers or bearer(token))
         )
         for response in responses:
             assert_problem(response, 401, token)
@@ -258,10 +261,20 @@ def restart_empty(deployment: Deployment, *, clients: int) -> None:
         server.base_url, clients=clients, timeout=BOUND_SECONDS
     ) as load:
         revoked, valid = probe.token(), probe.token()
-        # Both workers accept the token first (and may remember having verified it).
+        cookie = {"Cookie": probe.session_cookie(), "Sec-Fetch-Site": "same-origin"}
+        # Both workers accept the token and the cookie first (and may remember them).
         asyncio.run(burst(server, BURST, "GET", "/auth/me", headers=bearer(revoked)))
+        asyncio.run(burst(server, BURST, "GET", "/auth/me", headers=cookie))
         logout = probe.request("POST", "/auth/logout", headers=bearer(revoked))
         assert logout.status_code == 204, logout.text
+        signed_out = probe.request("POST", "/auth/logout", headers=cookie)
+        assert signed_out.status_code == 403, signed_out.text  # no CSRF token: refused
+        listed = probe.request("GET", "/auth/sessions", headers=cookie).json()["items"]
+        [cookie_session] = [item["id"] for item in listed if item["current"]]
+        ended = probe.request(
+            "DELETE", f"/auth/sessions/{cookie_session}", headers=bearer(valid)
+        )
+        assert ended.status_code == 204, ended.text
         load.wait_for_notes(NOTES_BEFORE_THE_FAULT)
 
         own_redis.stop()  # no persistence: what it held is gone
@@ -271,6 +284,7 @@ def restart_empty(deployment: Deployment, *, clients: int) -> None:
         # The first checks after the loss: the revoked token refused everywhere, the other
         # accepted, readiness fine.
         refused_by_every_worker(server, revoked, row, first_address=2)
+        refused_by_every_worker(server, revoked, row, first_address=3, headers=cookie)
         me = probe.me(valid)
         assert me.status_code == 200, me.text
         assert_answer(row, me)
