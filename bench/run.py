@@ -116,6 +116,8 @@ def _targets(s: dict[str, Summary], memory: dict[str, float] | None,
                "bare FastAPI, ORM get(User)"), 1.5, True),
         Target("2. /auth/me vs bare constant", ratio("bastion GET /auth/me",
                "bare FastAPI, constant"), 0.30, True),
+        Target("2. /auth/me by cookie vs bare ORM get(User)", ratio(
+               "bastion GET /auth/me, cookie", "bare FastAPI, ORM get(User)"), 1.5, True),
         Target("2. /notes/{id} vs bare ORM get(Note)", ratio("bastion GET /notes/{id}",
                "bare FastAPI, ORM get(Note)"), 1.5, True),
     ]

@@ -46,6 +46,7 @@ def prepare(ports: dict[str, int], with_postgres: bool) -> Fixture:
     for who in ("reader", "mixer", "hammer", "victim"):
         user_id, token = servers.account(port, f"bench_{who}")
         fixture.values[f"{who}_id"], fixture.values[f"{who}_token"] = user_id, token
+    fixture.values["reader_cookie"] = servers.session_cookie(port, "bench_reader")
     fixture.values["reader_note"] = servers.create_notes(
         port, fixture.values["reader_token"], 1, SMALL_BODY)[0]
     fixture.values["mixer_notes"] = ",".join(
@@ -75,6 +76,9 @@ def scenarios(fixture: Fixture, *, with_postgres: bool) -> list[Scenario]:
         Scenario("bastion GET /health/live", "bastion", Load("/health/live")),
         Scenario("bare FastAPI, ORM get(User)", "orm", Load(f"/bench/users/{v['reader_id']}")),
         Scenario("bastion GET /auth/me", "bastion", Load("/auth/me", reader)),
+        # The same read by a browser: the session cookie instead of the token.
+        Scenario("bastion GET /auth/me, cookie", "bastion",
+                 Load("/auth/me", (f"Cookie: {v['reader_cookie']}",))),
         Scenario("bare FastAPI, ORM get(Note)", "orm", Load(f"/bench/notes/{v['reader_note']}")),
         Scenario("bastion GET /notes/{id}", "bastion",
                  Load(f"/notes/{v['reader_note']}", reader)),

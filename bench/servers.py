@@ -232,6 +232,21 @@ def account(port: int, username: str) -> tuple[str, str]:
     return str(me["id"]), token
 
 
+def session_cookie(port: int, username: str) -> str:
+    """Signs ``username`` in as a browser (``POST /auth/session``): the session cookie, as a
+    ``Cookie`` header value."""
+    form = f"username={username}&password={PASSWORD.replace(' ', '+')}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/auth/session", form.encode(),
+        {"content-type": "application/x-www-form-urlencoded", "sec-fetch-site": "same-origin"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        cookies = reply.headers.get_all("set-cookie") or []
+    found = [line.split(";", 1)[0] for line in cookies if line.startswith("bastion_session=")]
+    return str(found[0])
+
+
 def peer_token(port: int) -> str:
     """Logs the peer's user in through fastapi-users' ``/auth/jwt/login``; the JWT, checked
     on ``/me``."""
