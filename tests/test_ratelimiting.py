@@ -174,6 +174,22 @@ async def test_changing_a_password_shares_the_login_quota(start: Start) -> None:
     assert (await password_grant(client, "alice")).status_code == 429
 
 
+async def test_a_browser_sign_in_shares_the_login_quota(start: Start) -> None:
+    """/auth/session is a password guess like /auth/token: one quota per address for both,
+    spent before any hash."""
+    _, client = await start(rate_limit_login="3/minute")
+    await register(client, "alice")
+    sign_in = {"username": "alice", "password": "a wrong guess, long enough"}
+    same_origin = {"Sec-Fetch-Site": "same-origin"}
+    statuses = [(await password_grant(client, "alice", sign_in["password"])).status_code]
+    for _ in range(3):
+        response = await client.post("/auth/session", data=sign_in, headers=same_origin)
+        statuses.append(response.status_code)
+    assert statuses == [400, 400, 400, 429]
+    assert_limit_headers(response, "login", 3, 60)
+    assert (await password_grant(client, "alice")).status_code == 429
+
+
 async def test_a_spoofed_forwarded_for_gains_nothing_without_a_trusted_proxy(
     start: Start,
 ) -> None:
