@@ -53,6 +53,7 @@ help:
 	@echo "make bench         every target of docs/performance.md, side by side (~10 min;"
 	@echo "                   not part of make test); BENCH_ARGS=... for bench/run.py"
 	@echo "make profile       py-spy profile of a worker under /auth/me and /health/live load"
+	@echo "make screenshots   retake docs/images/console.png with the console's browser test"
 	@echo "make clean         remove .venv and caches (keeps ./.bastion)"
 
 $(VENV): $(VENV_STAMP)
@@ -170,8 +171,7 @@ clean:
 	$(if $(LINT_DIRS),find $(LINT_DIRS) -type d -name __pycache__ -prune -exec rm -rf {} +)
 
 # The console's picture for the docs (docs/images/console.png), taken by its browser test
-# against a live server; `make test` writes it to a tmp dir instead. One process (no -n):
-# tests/conftest.py drops BASTION_* variables, which tests/e2e/console_browser.py reads back.
+# against a live server; `make test` writes it to a tmp dir instead.
 .PHONY: screenshots
 screenshots: system-deps $(VENV_STAMP)
 	BASTION_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -p no:cacheprovider \

@@ -24,12 +24,15 @@ BACKENDS = ["sqlite", "postgresql"]
 # Not a setting of the service: which fault suite runs (tests/faults/conftest.py). It must
 # survive the clean-up below, or xdist's workers, started after it, never see it.
 FAULT_SUITE_VARIABLE = "BASTION_FAULTS"
+# Not a setting either: `make screenshots` asks the console's browser test to update
+# docs/images/console.png (tests/e2e/console_browser.py).
+SCREENSHOTS_VARIABLE = "BASTION_UPDATE_SCREENSHOTS"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # A developer's own BASTION_* variables must not leak into the tests.
     for name in [name for name in os.environ if name.startswith("BASTION_")]:
-        if name != FAULT_SUITE_VARIABLE:
+        if name not in {FAULT_SUITE_VARIABLE, SCREENSHOTS_VARIABLE}:
             del os.environ[name]
 
 

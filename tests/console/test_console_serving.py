@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from bastion.app import create_app
+from bastion.audit.events import AuditEventType
 from bastion.console.router import CONSOLE_FILES
 from bastion.middleware.secure_headers import CONSOLE_CSP
 from bastion.storage.migrate import upgrade_to_head
@@ -215,3 +216,11 @@ def test_the_script_never_writes_html_into_the_page() -> None:
         assert sink not in CODE, sink
     assert CODE.count("parseFromString(") == 1
     assert "parseFromString(markup," in CODE
+
+
+def test_the_audit_filters_suggestions_are_the_servers_event_types() -> None:
+    """A suggested type the server does not know would be a 422 from /admin/audit."""
+    listed = re.search(r"const AUDIT_TYPES = \[(.*?)\];", SCRIPT, re.DOTALL)
+    assert listed is not None
+    suggested = re.findall(r'"([a-z_]+)"', listed.group(1))
+    assert sorted(suggested) == sorted(member.value for member in AuditEventType)
