@@ -13,9 +13,9 @@ importable from here, the one door to access tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import jwt
 
@@ -40,6 +40,74 @@ from bastion.security.token_cache import TokenVerifier, VerifiedTokenCache
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
+
+
+class VerifyingKey(Protocol):
+    """What verifies a token: one algorithm and its (public) key. A ``SigningKey`` is one;
+    so is a key read from another service's JWKS (``bastion.toolkit.jwks``)."""
+
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def verifying_key(self) -> Any: ...
+
+
+_Key = TypeVar("_Key", bound=VerifyingKey)
+
+
+def checked_header(token: str) -> dict[str, Any]:
+    """The token's (unverified) JOSE header, after refusing every unsafe one: padding or
+    anything else that is not compact JWS, key material or key URLs carried by the token
+    (``jwk``, ``jku``, ``x5u``, ``x5c``: never followed), ``crit`` extensions, and any
+    ``typ`` but an access token's (RFC 9068)."""
+    if "=" in token:  # base64url in JWS has no padding; refuse look-alike spellings
+        raise InvalidToken("malformed")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise InvalidToken("malformed") from None
+    if _FORBIDDEN_HEADERS & header.keys():
+        raise InvalidToken("embedded or critical header")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES:
+        raise InvalidToken("not an access token")
+    return header
+
+
+def pinned_key(header: Mapping[str, Any], keys: Mapping[str, _Key]) -> _Key:
+    """The key the header's ``kid`` names, provided the header's ``alg`` is that key's own:
+    the algorithm comes from the key, never from the token (``alg:none``, or HS256 with a
+    public key as the secret, never match). ``InvalidToken("unknown kid")`` when ``keys``
+    has no such key."""
+    kid = header.get("kid")
+    key = keys.get(kid) if isinstance(kid, str) else None
+    if key is None:
+        raise InvalidToken("unknown kid")
+    if header.get("alg") != key.algorithm:
+        raise InvalidToken("algorithm does not match the key")
+    return key
+
+
+def decode_access_token(
+    token: str, key: VerifyingKey, *, issuer: str, audience: str
+) -> AccessClaims:
+    """The signature checked with ``key`` alone (its algorithm pinned), then ``iss``,
+    ``aud``, ``exp`` and ``nbf`` (with ``LEEWAY_SECONDS``) and every required claim, read
+    as bastion's typed claims. Call ``checked_header`` and ``pinned_key`` first."""
+    try:
+        claims = jwt.decode(
+            token,
+            key.verifying_key,
+            algorithms=[key.algorithm],
+            audience=audience,
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
+        )
+    except jwt.PyJWTError as error:
+        raise InvalidToken(type(error).__name__) from None
+    return read_access_claims(claims)
 
 
 class KeyRing:
@@ -97,40 +165,11 @@ class KeyRing:
 
     def key_for(self, token: str) -> SigningKey:
         """The ring's key for this token's header, after refusing every unsafe header."""
-        if "=" in token:  # base64url in JWS has no padding; refuse look-alike spellings
-            raise InvalidToken("malformed")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise InvalidToken("malformed") from None
-        if _FORBIDDEN_HEADERS & header.keys():
-            raise InvalidToken("embedded or critical header")
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES:
-            raise InvalidToken("not an access token")
-        kid = header.get("kid")
-        key = self.keys.get(kid) if isinstance(kid, str) else None
-        if key is None:
-            raise InvalidToken("unknown kid")
-        if header.get("alg") != key.algorithm:
-            raise InvalidToken("algorithm does not match the key")
-        return key
+        return pinned_key(checked_header(token), self.keys)
 
     def verify(self, token: str, *, issuer: str, audience: str) -> AccessClaims:
         key = self.key_for(token)
-        try:
-            claims = jwt.decode(
-                token,
-                key.verifying_key,
-                algorithms=[key.algorithm],
-                audience=audience,
-                issuer=issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
-            )
-        except jwt.PyJWTError as error:
-            raise InvalidToken(type(error).__name__) from None
-        access = read_access_claims(claims)
+        access = decode_access_token(token, key, issuer=issuer, audience=audience)
         if self.max_token_lifetime is not None:
             if access.expires_at - access.issued_at > self.max_token_lifetime + LEEWAY_SECONDS:
                 raise InvalidToken("lifetime longer than this issuer grants")
@@ -151,10 +190,14 @@ __all__ = [
     "SigningKey",
     "TokenVerifier",
     "VerifiedTokenCache",
+    "VerifyingKey",
     "access_token_claims",
+    "checked_header",
+    "decode_access_token",
     "generate_signing_key",
     "hash_refresh_token",
     "new_refresh_token",
+    "pinned_key",
     "shared_secret_key",
     "signing_key_from_pem",
 ]
