@@ -502,6 +502,7 @@ async def test_an_oversized_jwks_is_refused_not_read_whole(
     [
         (b"<html>bad gateway</html>", "NotJson"),
         (b"\xff\xfe{", "NotJson"),
+        (b"[" * 20_000 + b"]" * 20_000, "NotJson"),  # deeper than the parser's stack
         (b'["keys"]', "NotAKeySet"),
         (b'{"keys": {"kid": "x"}}', "NotAKeySet"),
         (b'{"keys": []}', "NoUsableKey"),

@@ -333,9 +333,7 @@ class JwksAuthenticator:
                 body = await self._download(self._http)
         except TimeoutError:
             raise JwksUnavailable("Timeout") from None
-        except httpx.HTTPError as error:
-            raise JwksUnavailable(type(error).__name__) from None
-        except OSError as error:
+        except (httpx.HTTPError, httpx.StreamError, OSError) as error:
             raise JwksUnavailable(type(error).__name__) from None
         return read_key_set(body, self.algorithms)
 
@@ -364,7 +362,7 @@ def read_key_set(body: bytes, algorithms: Collection[str]) -> dict[str, Publishe
     public signing key of an accepted algorithm; a ``kid`` given twice is skipped too."""
     try:
         document = json.loads(body)
-    except ValueError:  # not UTF-8, not JSON
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested beyond the stack
         raise JwksUnavailable("NotJson") from None
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
