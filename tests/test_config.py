@@ -1,14 +1,26 @@
-"""Settings: comma lists, validation, and the production refusal."""
+"""Settings: comma lists, validation, and the production refusal; the operator's side:
+refusals in variable names, and ``BASTION_*`` names that are no setting."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from bastion.config import Settings, insecure_findings
-from tests.conftest import make_settings
+from bastion.config import (
+    NOT_SETTINGS,
+    Settings,
+    UnknownVariable,
+    error_lines,
+    insecure_findings,
+    setting_names,
+    unknown_variables,
+)
+from tests.conftest import FAULT_SUITE_VARIABLE, SCREENSHOTS_VARIABLE, make_settings
+
+CONFIGURATION_PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 SECURE_PRODUCTION = {
     "env": "production",
@@ -138,3 +150,99 @@ def test_hs256_without_a_long_secret_is_refused_in_development_too(tmp_path: Pat
 def test_a_malformed_allowed_host_is_a_settings_error(tmp_path: Path, hosts: str) -> None:
     with pytest.raises(ValidationError, match="allowed_hosts"):
         make_settings(tmp_path, allowed_hosts=hosts)
+
+
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [("warning", "WARNING"), ("Warning", "WARNING"), ("debug", "DEBUG"), (" error ", "ERROR")],
+)
+def test_the_log_level_is_accepted_in_any_case(tmp_path: Path, given: str, level: str) -> None:
+    assert make_settings(tmp_path, log_level=given).log_level == level
+
+
+def test_the_log_level_keeps_its_allowed_set(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        make_settings(tmp_path, log_level="verbose")
+
+
+def test_a_refusal_names_each_variable_one_line_each(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make_settings(
+            tmp_path,
+            max_body_bytes="lots",
+            log_level="chatty",
+            allowed_hosts=["api.example.com", 5],
+            database_url=12345678,  # a secret's value, of the wrong type
+        )
+    lines = error_lines(refused.value)
+    assert len(lines) == 4, lines
+    assert {line.split(":", 1)[0] for line in lines} == {
+        "BASTION_MAX_BODY_BYTES",
+        "BASTION_LOG_LEVEL",
+        "BASTION_ALLOWED_HOSTS (entry 2)",
+        "BASTION_DATABASE_URL",
+    }
+    text = "\n".join(lines)
+    for value in ("lots", "chatty", "12345678"):
+        assert value not in text
+    assert not re.search(r"(?<![A-Z_])(max_body_bytes|log_level|database_url)", text), text
+
+
+def test_a_refusal_across_settings_names_the_variables(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make_settings(tmp_path, jwt_algorithm="HS256", jwt_secret="tiny-secret")
+    (line,) = error_lines(refused.value)
+    assert line.startswith("refusing to start:")  # no "Value error, " from pydantic
+    assert "BASTION_JWT_SECRET" in line
+    assert "tiny-secret" not in line
+
+
+def test_unknown_variables_are_named_with_the_closest_setting(tmp_path: Path) -> None:
+    environ = {
+        "BASTION_LOG_LEVL": "debug",
+        "bastion_redis_ur": "redis://:hunter2@cache",  # names are case-insensitive
+        "BASTION_COLOUR": "blue",
+        "BASTION_LOG_LEVEL": "INFO",  # settings, in either case
+        "bastion_data_dir": "/srv",
+        "HOME": "/root",  # not ours
+    }
+    assert unknown_variables(environ, env_file=tmp_path / "absent.env") == [
+        UnknownVariable("BASTION_COLOUR", "environment", None),
+        UnknownVariable("BASTION_LOG_LEVL", "environment", "BASTION_LOG_LEVEL"),
+        UnknownVariable("bastion_redis_ur", "environment", "BASTION_REDIS_URL"),
+    ]
+    message = UnknownVariable("bastion_redis_ur", "environment", "BASTION_REDIS_URL").message()
+    assert message == (
+        "bastion_redis_ur is not a setting and is ignored; did you mean BASTION_REDIS_URL?"
+    )
+
+
+def test_unknown_keys_of_the_env_file_are_named_without_their_values(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "BASTION_ISUER=https://id.example.com\nBASTION_JWT_SECRT=s3cr3t-value\n"
+        "BASTION_ISSUER=https://id.example.com\nOTHER_TOOL=1\n",
+        encoding="utf-8",
+    )
+    found = unknown_variables({}, env_file=env_file)
+    assert [(v.name, v.source, v.suggestion) for v in found] == [
+        ("BASTION_ISUER", str(env_file), "BASTION_ISSUER"),
+        ("BASTION_JWT_SECRT", str(env_file), "BASTION_JWT_SECRET"),
+    ]
+    assert all("s3cr3t" not in variable.message() for variable in found)
+    assert f"(in {env_file})" in found[0].message()
+
+
+def test_the_test_suites_switches_are_not_warned_about() -> None:
+    """The exemptions are the variables tests/conftest.py keeps through its clean-up."""
+    assert {FAULT_SUITE_VARIABLE, SCREENSHOTS_VARIABLE} == NOT_SETTINGS
+    environ = dict.fromkeys(NOT_SETTINGS, "1")
+    assert unknown_variables(environ, env_file=None) == []
+    assert not NOT_SETTINGS & setting_names()
+
+
+def test_every_setting_is_documented_and_every_documented_variable_is_a_setting() -> None:
+    """The warning's idea of a setting is the configuration page's."""
+    page = CONFIGURATION_PAGE.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(BASTION_[A-Z_]+)`", page, re.MULTILINE))
+    assert documented == setting_names()

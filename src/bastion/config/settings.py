@@ -27,6 +27,8 @@ from bastion.security.ratelimits import parse_limit
 
 CommaList = Annotated[list[str], NoDecode]
 
+ENV_PREFIX = "BASTION_"
+
 SQLITE_FILE_NAME = "bastion.sqlite3"
 
 
@@ -34,7 +36,7 @@ class Settings(BaseSettings):
     """Every knob of the service; defaults are the embedded development set-up."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BASTION_",
+        env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
@@ -87,6 +89,14 @@ class Settings(BaseSettings):
     cookie_idle_ttl: int = Field(default=1800, ge=60, le=86_400)
     cookie_max_ttl: int = Field(default=43_200, ge=60, le=2_592_000)
     database_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        """``warning`` and ``Warning`` mean ``WARNING``, as they do to ``logging``."""
+        if isinstance(value, str):
+            return value.strip().upper()
+        return value
 
     @field_validator("trusted_proxies", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
@@ -204,3 +214,8 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{self.sqlite_path.resolve()}"
+
+
+def env_name(field: str) -> str:
+    """The environment variable of the setting ``field``: ``log_level`` is ``BASTION_LOG_LEVEL``."""
+    return ENV_PREFIX + field.upper()
