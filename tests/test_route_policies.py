@@ -31,6 +31,7 @@ from bastion.dependencies import (
 from bastion.route_inventory import UnguardedRoutes, route_policies, unguarded_routes
 from bastion.storage import Database
 from bastion.storage.migrate import upgrade_to_head
+from bastion.toolkit import UnknownPermissions
 from tests.conftest import FAST_HASHING, make_settings
 from tests.identity.helpers import bearer, login, register
 
@@ -190,13 +191,27 @@ async def test_a_policy_needed_by_a_dependency_counts(service_app: FastAPI) -> N
     assert ("GET", "/both", "require: audit:read") in policies
 
 
+def test_a_requirement_of_no_permission_fails_at_declaration() -> None:
+    with pytest.raises(ValueError, match="at least one permission"):
+        require()
+
+
 @pytest.mark.parametrize(
     "permissions",
-    [("nonsense:perm",), ("notes:read", "notes:destroy"), ("NOTES:READ",), ()],
+    [("nonsense:perm",), ("notes:read", "notes:destroy"), ("NOTES:READ",)],
 )
-def test_an_unknown_permission_fails_at_declaration(permissions: tuple[str, ...]) -> None:
-    with pytest.raises(ValueError, match="unknown permissions"):
-        require(*permissions)
+async def test_an_unknown_permission_stops_the_app_at_start(
+    fresh_app: FastAPI, permissions: tuple[str, ...]
+) -> None:
+    """Permission names are the app's own (BastionSecurity(permissions=...)): one the app
+    does not have is found when it starts, naming the route, never a 500 per request."""
+
+    @fresh_app.get("/odd", dependencies=[require(*permissions)])
+    async def odd() -> None: ...
+
+    with pytest.raises(UnknownPermissions, match="GET /odd"):
+        async with fresh_app.router.lifespan_context(fresh_app):
+            pass
 
 
 # --- enforcing a permission -------------------------------------------------------------------

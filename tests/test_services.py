@@ -1,5 +1,6 @@
 """The route policies work in an app that ``create_app`` did not build, once it installs a
-``Services``; and an app that forgot to is told so, not served."""
+``Services`` and the service's security layer; and an app that forgot to is told so, not
+served."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from bastion.app import add_routes, build_services, install_services, start_services, stop_services
+from bastion.app import (
+    add_routes,
+    build_services,
+    install_services,
+    service_security,
+    start_services,
+    stop_services,
+)
 from bastion.config import Settings
 from bastion.dependencies import require
-from bastion.errors import install_problem_handlers
 from bastion.identity.router import router as identity_router
 from bastion.services import ServicesNotInstalled, services_of
 from bastion.storage.migrate import upgrade_to_head
@@ -30,9 +37,9 @@ def own_app(settings: Settings) -> FastAPI:
         yield
         await stop_services(services)
 
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=lifespan, openapi_url=None)
+    service_security(services).install(app)  # policies, 401/403/429 as problem details
     install_services(app, services)
-    install_problem_handlers(app)  # 401/403/429 as problem details
     add_routes(app, identity_router)
 
     @app.get("/reports", dependencies=[require("notes:read")])

@@ -24,13 +24,13 @@ from starlette.middleware import Middleware
 from bastion import __version__
 from bastion.admin.router import router as admin_router
 from bastion.admin.service import AdminService
-from bastion.apidocs.openapi import install_complete_openapi
 from bastion.apidocs.router import mount_docs
+from bastion.audit.sinks import DatabaseAuditSink
 from bastion.authentication import Authenticator
 from bastion.clock import utc_now
 from bastion.config import Settings
 from bastion.console.router import mount_console
-from bastion.errors import install_problem_handlers
+from bastion.dependencies import TOKEN_URL
 from bastion.health.router import router as health_router
 from bastion.identity.accounts import Accounts
 from bastion.identity.cookie_sessions import CookieSessions
@@ -42,23 +42,17 @@ from bastion.identity.router import router as identity_router
 from bastion.identity.sessions import Sessions
 from bastion.logs import configure_logging, get_logger
 from bastion.middleware import (
-    AccessLogMiddleware,
-    BodyLimitMiddleware,
     CORSMiddleware,
     HTTPSRedirectMiddleware,
     ProxyHeadersMiddleware,
-    RequestIdMiddleware,
-    SecureHeadersMiddleware,
-    ServerErrorMiddleware,
     TrustedHostMiddleware,
 )
 from bastion.notes.router import router as notes_router
 from bastion.ratelimiting import RateLimiter
-from bastion.route_inventory import assert_routes_guarded, declared_rate_limits
-from bastion.routing import PolicyRoute
 from bastion.security.client_ip import TrustedProxies
 from bastion.security.cursors import CursorCodec
 from bastion.security.passwords import PasswordHasher
+from bastion.security.permissions import ALL_PERMISSIONS
 from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
 from bastion.services import STATE_KEY, Services, services_of
 from bastion.storage import Database, StorageUnavailable
@@ -75,6 +69,7 @@ from bastion.storage.revocations import (
 )
 from bastion.storage.service_secrets import service_secret
 from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
+from bastion.toolkit.security import BastionSecurity
 
 log = get_logger("bastion.app")
 CURSOR_SECRET_NAME = "cursor"  # noqa: S105 (the row name, not the secret)
@@ -92,9 +87,10 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
-def _middleware(settings: Settings) -> list[Middleware]:
-    """Outermost first; the optional steps are left out entirely when not configured, so
-    they cost nothing per request."""
+def _edge_middleware(settings: Settings) -> tuple[list[Middleware], list[Middleware]]:
+    """The service's own middleware around the toolkit's core (the proxy headers, outermost)
+    and inside it (host allow-list, HTTPS redirect, CORS). The optional steps are left out
+    entirely when not configured, so they cost nothing per request."""
     edge: list[Middleware] = []
     if settings.trusted_proxies:
         edge.append(
@@ -111,15 +107,26 @@ def _middleware(settings: Settings) -> list[Middleware]:
         checks.append(Middleware(HTTPSRedirectMiddleware))
     if settings.cors_origins:
         checks.append(Middleware(CORSMiddleware, origins=settings.cors_origins))
-    return [
-        *edge,
-        Middleware(RequestIdMiddleware),
-        Middleware(AccessLogMiddleware),
-        Middleware(SecureHeadersMiddleware),
-        Middleware(ServerErrorMiddleware),
-        *checks,
-        Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
-    ]
+    return edge, checks
+
+
+def service_security(services: Services) -> BastionSecurity:
+    """The service's security layer: the toolkit's ``BastionSecurity`` with bastion's own
+    authenticator, permissions, rate limiter (and its login quotas), hash-chained audit
+    log, browser sessions and edge middleware. One code path with any toolkit app."""
+    settings = services.settings
+    edge, checks = _edge_middleware(settings)
+    return BastionSecurity(
+        authenticator=services.authenticator,
+        permissions=ALL_PERMISSIONS,
+        token_url=TOKEN_URL,
+        max_body_bytes=settings.max_body_bytes,
+        rate_limiter=services.rate_limiter,
+        audit=DatabaseAuditSink(services.database),
+        browser_sessions=services.cookie_sessions,
+        outer_middleware=edge,
+        inner_middleware=checks,
+    )
 
 
 def shared_stores(settings: Settings) -> tuple[RevocationStore, RateLimitStore]:
@@ -260,10 +267,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Checked at start, not in create_app, so routes added afterwards count too.
-        assert_routes_guarded(app)
-        for rate_limit in declared_rate_limits(app):
-            services.rate_limiter.quota(rate_limit)
+        # The security layer checked every route before this runs (routes added after
+        # create_app count too): guarded, known permissions, resolvable quotas.
         await start_services(app)
         yield
         await stop_services(services)
@@ -280,20 +285,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A path with a trailing slash is not a path of the API: 404, like any other. The
         # redirect was answered before any policy, telling anyone which paths exist.
         redirect_slashes=False,
-        middleware=_middleware(services.settings),
         lifespan=lifespan,
     )
-    # Routes declared on the app later (a toolkit user's, a test's) check their policy up
-    # front too, as the routers' own routes do (their routers are built on PolicyRoute).
-    app.router.route_class = PolicyRoute
-    app.state.public_paths = set()
+    # Middleware, problem handlers, PolicyRoute for routes declared later (a toolkit
+    # user's, a test's), the OpenAPI completion and the start-up check of every route.
+    service_security(services).install(app)
     install_services(app, services)
-    install_problem_handlers(app)
     for router in (health_router, identity_router, notes_router, admin_router):
         add_routes(app, router)
     mount_docs(app)
     mount_console(app)
-    install_complete_openapi(app)
     return app
 
 

@@ -26,7 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
+from bastion.audit.sinks import SecurityEvent
 from bastion.errors import InsufficientScope, Unauthenticated
+from bastion.layer import layer_of
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
 from bastion.middleware.route_template import route_template
 from bastion.security.csrf import SAFE_METHODS
@@ -100,7 +102,9 @@ class BearerToken(OAuth2):
             raise
         await _count(request, self.rate_limit, user_id=principal.user_id)
         if principal.via_cookie and request.method not in SAFE_METHODS:
-            await services_of(request.app).cookie_sessions.check_csrf(request, principal)
+            sessions = layer_of(request.app).browser_sessions
+            assert sessions is not None  # noqa: S101 (only they make cookie principals)
+            await sessions.check_csrf(request, principal)
         return principal
 
     async def authorize(
@@ -117,7 +121,8 @@ class BearerToken(OAuth2):
         if not header:
             # A browser's session cookie, only when no token is sent: a request carrying
             # both is the token's alone, and the token's path does not look at cookies.
-            principal = await services_of(request.app).cookie_sessions.principal(request)
+            sessions = layer_of(request.app).browser_sessions
+            principal = None if sessions is None else await sessions.principal(request)
             if principal is None:
                 raise Unauthenticated
             request.scope[USER_ID_SCOPE_KEY] = principal.user_id
@@ -127,7 +132,7 @@ class BearerToken(OAuth2):
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated(token_presented=True)
         try:
-            principal = await services_of(request.app).authenticator.authenticate(token.strip())
+            principal = await layer_of(request.app).authenticator.authenticate(token.strip())
         except InvalidToken:
             raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True) from None
         request.scope[USER_ID_SCOPE_KEY] = principal.user_id
@@ -137,7 +142,7 @@ class BearerToken(OAuth2):
 
 async def _count(request: Request, rate_limit: RateLimit | None, *, user_id: str | None) -> None:
     if rate_limit is not None:
-        limiter = services_of(request.app).rate_limiter
+        limiter = layer_of(request.app).rate_limiter
         await limiter.check(request.scope, rate_limit, user_id=user_id)
 
 
@@ -151,15 +156,23 @@ bearer_token = _bearer_token(DEFAULT_LIMIT)
 
 
 async def audit_denial(request: Request, principal: Principal, missing: list[str]) -> None:
-    """Every 403 is an audit event, committed on its own: the request fails right after."""
-    await AuditContext.of(request).as_actor(principal.user_id).record_detached(
-        services_of(request.app).database,
-        AuditEventType.ACCESS_DENIED,
-        Outcome.DENIED,
-        subject=principal.user_id,
-        method=request.method,
-        route=route_template(request.scope),
-        missing=" ".join(missing),
+    """Every 403 is an audit event, recorded by the app's audit sink before the 403 is
+    sent (bastion's service: committed to its audit log on its own)."""
+    context = AuditContext.of(request)
+    await layer_of(request.app).audit.record(
+        SecurityEvent(
+            type=AuditEventType.ACCESS_DENIED.value,
+            outcome=Outcome.DENIED.value,
+            actor_id=principal.user_id,
+            subject_id=principal.user_id,
+            client_ip=context.client_ip,
+            request_id=context.request_id,
+            details={
+                "method": request.method,
+                "route": route_template(request.scope),
+                "missing": " ".join(missing),
+            },
+        )
     )
 
 
@@ -195,9 +208,10 @@ def authenticated(*, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> Any:
 def require(*permissions: str, rate_limit: RateLimit | None = DEFAULT_LIMIT) -> Any:
     """Policy: a valid token whose scope holds every one of ``permissions`` (else 403);
     counted per user against ``rate_limit``."""
-    unknown = set(permissions) - ALL_PERMISSIONS
-    if not permissions or unknown:
-        raise ValueError(f"unknown permissions: {sorted(unknown) or 'none given'}")
+    if not permissions:
+        raise ValueError("require() needs at least one permission")
+    # Whether each is a permission of the app is checked when the app starts (the
+    # BastionSecurity's ``permissions``): the names are the app's own, not bastion's.
     return Security(_bearer_token(rate_limit), scopes=list(permissions))
 
 

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from bastion.layer import DEFAULT_REALM, realm_of
 from bastion.logs import get_logger
 from bastion.middleware.request_id import request_id_of
 from bastion.problems import (
@@ -250,11 +251,11 @@ async def _http_problem(request: Request, exc: Exception) -> Response:
     return ProblemResponse(request, exc.status_code, detail, headers=headers)
 
 
-def bearer_challenge(*, token_presented: bool) -> str:
+def bearer_challenge(*, token_presented: bool, realm: str = DEFAULT_REALM) -> str:
     """RFC 6750 §3: name the error only when a token was actually presented."""
     if token_presented:
-        return 'Bearer realm="bastion", error="invalid_token"'
-    return 'Bearer realm="bastion"'
+        return f'Bearer realm="{realm}", error="invalid_token"'
+    return f'Bearer realm="{realm}"'
 
 
 async def _domain_problem(request: Request, exc: Exception) -> Response:
@@ -263,11 +264,13 @@ async def _domain_problem(request: Request, exc: Exception) -> Response:
         (code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind)), 400
     )
     if isinstance(exc, Unauthenticated):
-        challenge = bearer_challenge(token_presented=exc.token_presented)
+        challenge = bearer_challenge(
+            token_presented=exc.token_presented, realm=realm_of(request.app)
+        )
         return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})
     if isinstance(exc, InsufficientScope):
         challenge = (
-            f'Bearer realm="bastion", error="insufficient_scope", '
+            f'Bearer realm="{realm_of(request.app)}", error="insufficient_scope", '
             f'scope="{" ".join(exc.required)}"'
         )
         return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})

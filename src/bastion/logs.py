@@ -233,3 +233,23 @@ def configure_logging(level: str = "INFO") -> None:
         logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
+
+
+def ensure_safe_logging() -> None:
+    """When the host app configured no structlog, configure the safe minimum: JSON lines on
+    stdout, secrets redacted, a traceback as plain text without local variables.
+    structlog's own default renders exceptions with their locals (a request's token among
+    them) over hundreds of lines. An app that configured structlog itself keeps its set-up;
+    ``configure_logging`` (the service's) replaces this one."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.processors.JSONRenderer(serializer=_orjson_text),
+        ],
+        # The stream of the moment (a test's capture, a replaced stdout), not the one at
+        # configuration time.
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stdout),
+        cache_logger_on_first_use=False,
+    )

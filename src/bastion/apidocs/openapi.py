@@ -13,7 +13,6 @@ body) is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from fastapi.routing import APIRoute
 
 from bastion.dependencies import BearerToken, policy_checks
 from bastion.problems import PROBLEM_CONTENT_TYPE, status_phrase
+from bastion.ratelimiting import RATE_LIMITED_RESPONSES
 from bastion.routing import accepted_media_types
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -153,7 +153,7 @@ def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[st
     return response
 
 
-def _answers(route: _Route, method: str) -> dict[str, dict[str, Any]]:
+def _answers(route: _Route, method: str, *, browser_session: bool) -> dict[str, dict[str, Any]]:
     """Every error status ``route`` can answer, with its body and headers."""
     answers: dict[str, dict[str, Any]] = {}
     takes_input = bool(route.body_media_types) or route.has_parameters
@@ -166,7 +166,7 @@ def _answers(route: _Route, method: str) -> dict[str, dict[str, Any]]:
         answers["401"] = _problem(
             "No access token, or one that is invalid, expired or revoked.", _CHALLENGE
         )
-    csrf = route.authenticated and method in _UNSAFE_METHODS
+    csrf = browser_session and route.authenticated and method in _UNSAFE_METHODS
     if route.needs_permissions:
         answers["403"] = _problem(
             "The token's scope lacks a permission this operation needs (audited)."
@@ -193,6 +193,10 @@ def _answers(route: _Route, method: str) -> dict[str, dict[str, Any]]:
             "content": {PROBLEM_CONTENT_TYPE: {"schema": _VALIDATION_PROBLEM_REF}},
         }
     if route.metered:
+        answers["429"] = {
+            **RATE_LIMITED_RESPONSES[429],
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}},
+        }
         answers["503"] = _problem(
             "The database or the rate-limit store does not answer in time; retry after "
             "Retry-After seconds.",
@@ -217,9 +221,11 @@ def _merge(declared: dict[str, Any] | None, answer: dict[str, Any], status: str)
     return merged
 
 
-def _complete_operation(operation: dict[str, Any], route: _Route, method: str) -> None:
+def _complete_operation(
+    operation: dict[str, Any], route: _Route, method: str, *, browser_session: bool
+) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    answers = _answers(route, method)
+    answers = _answers(route, method, browser_session=browser_session)
     for status, answer in answers.items():
         responses[status] = _merge(responses.get(status), answer, status)
     # An error the route declared itself (its 409, the routers' 429) without a body.
@@ -229,7 +235,9 @@ def _complete_operation(operation: dict[str, Any], route: _Route, method: str) -
             responses[status] = _merge(responses[status], fallback, status)
 
 
-def complete_document(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
+def complete_document(
+    app: FastAPI, document: dict[str, Any], *, browser_session: bool = False
+) -> dict[str, Any]:
     """``document`` (FastAPI's, for ``app``) with every operation's error answers, in
     place; FastAPI's unused validation schemas are dropped."""
     paths = document.get("paths", {})
@@ -241,25 +249,14 @@ def complete_document(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
         for method in route.methods or ():
             operation = operations.get(method.lower())
             if operation is not None:
-                _complete_operation(operation, facts, method.lower())
+                _complete_operation(
+                    operation, facts, method.lower(), browser_session=browser_session
+                )
     components = document.setdefault("components", {})
-    components.setdefault("securitySchemes", {})[BROWSER_SESSION_SCHEME] = _BROWSER_SESSION
+    if browser_session:
+        components.setdefault("securitySchemes", {})[BROWSER_SESSION_SCHEME] = _BROWSER_SESSION
     schemas = components.setdefault("schemas", {})
     schemas.update(PROBLEM_SCHEMAS)
     for name in _FASTAPI_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
     return document
-
-
-def install_complete_openapi(app: FastAPI) -> None:
-    """``app.openapi()`` (and so ``/openapi.json`` and ``bastion openapi``) returns the
-    completed document, made once."""
-    make_document: Callable[[], dict[str, Any]] = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = complete_document(app, make_document())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
