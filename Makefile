@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 LOCK_PIP_ENV ?=
 LOCK_PIP_FLAGS ?=
 
-LINT_DIRS := $(wildcard src tests bench)
+LINT_DIRS := $(wildcard src tests bench examples)
 
 # Shell snippet: sets $py to a Python >= 3.11 or fails with a clear message.
 define find_python

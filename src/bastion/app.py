@@ -69,7 +69,7 @@ from bastion.storage.revocations import (
 )
 from bastion.storage.service_secrets import service_secret
 from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
-from bastion.toolkit.security import BastionSecurity
+from bastion.toolkit._security import BastionSecurity
 
 log = get_logger("bastion.app")
 CURSOR_SECRET_NAME = "cursor"  # noqa: S105 (the row name, not the secret)

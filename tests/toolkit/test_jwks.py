@@ -37,7 +37,7 @@ from bastion.security.tokens import (
 from bastion.storage import StorageUnavailable
 from bastion.storage.redis_client import redis_client_from_url
 from bastion.storage.redis_revocations import RedisRevocationStore
-from bastion.toolkit.jwks import (
+from bastion.toolkit._jwks import (
     KEY_SET_MAX_AGE,
     MAX_JWKS_BYTES,
     RETRY_AFTER_FAILURE,

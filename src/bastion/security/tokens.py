@@ -44,7 +44,7 @@ _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 
 class VerifyingKey(Protocol):
     """What verifies a token: one algorithm and its (public) key. A ``SigningKey`` is one;
-    so is a key read from another service's JWKS (``bastion.toolkit.jwks``)."""
+    so is a key read from another service's JWKS (``bastion.toolkit._jwks``)."""
 
     @property
     def algorithm(self) -> str: ...

@@ -20,8 +20,6 @@ package is bastion's own and may change between releases.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from bastion.audit.sinks import AuditSink, LogAuditSink, SecurityEvent
 from bastion.dependencies import authenticated, public, require
 from bastion.errors import (
@@ -36,24 +34,12 @@ from bastion.security.principal import Principal
 from bastion.security.ratelimits import RateLimit
 from bastion.security.sanitize import PlainText, SafeHTML, sanitize_html
 from bastion.security.tokens import InvalidToken
-from bastion.toolkit.security import (
+from bastion.toolkit._jwks import JwksAuthenticator
+from bastion.toolkit._security import (
     BastionSecurity,
     SecurityMisconfigured,
     UnknownPermissions,
 )
-
-if TYPE_CHECKING:
-    from bastion.toolkit.jwks import JwksAuthenticator
-
-
-def __getattr__(name: str) -> Any:
-    # Loaded on first use: a service that never verifies foreign tokens never imports it.
-    if name == "JwksAuthenticator":
-        from bastion.toolkit.jwks import JwksAuthenticator
-
-        return JwksAuthenticator
-    raise AttributeError(f"module 'bastion.toolkit' has no attribute {name!r}")
-
 
 __all__ = [
     "AuditSink",
