@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from bastion.app import create_app
-from bastion.config import Settings
+from bastion.config import NOT_SETTINGS, Settings
 from bastion.storage.migrate import upgrade_to_head
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
@@ -32,7 +32,7 @@ SCREENSHOTS_VARIABLE = "BASTION_UPDATE_SCREENSHOTS"
 def pytest_configure(config: pytest.Config) -> None:
     # A developer's own BASTION_* variables must not leak into the tests.
     for name in [name for name in os.environ if name.startswith("BASTION_")]:
-        if name not in {FAULT_SUITE_VARIABLE, SCREENSHOTS_VARIABLE}:
+        if name not in NOT_SETTINGS:
             del os.environ[name]
 
 
