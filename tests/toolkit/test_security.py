@@ -272,3 +272,27 @@ def test_a_crash_logs_no_locals_and_no_token_when_the_app_configured_no_logging(
     assert sent not in logged and sent[:20] not in logged
     assert "secret_token" not in logged  # no local variables
     assert len(logged.splitlines()) < 20, logged
+
+
+_RICH_LOGGING_APP = _CRASHING_APP.replace(
+    "import asyncio, httpx\n",
+    "import asyncio, httpx, structlog\n"
+    "structlog.configure(processors=[structlog.dev.ConsoleRenderer(colors=False)])\n",
+)
+
+
+def test_a_crash_logs_no_token_when_the_app_configured_a_renderer_that_prints_locals() -> None:
+    """The host app's own structlog set-up (its console renderer shows each frame's locals
+    for an exception): bastion hands it a redacted text, not the exception."""
+    ran = subprocess.run(
+        [sys.executable, "-c", _RICH_LOGGING_APP], capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, output
+    lines = output.splitlines()
+    sent = next(line for line in lines if line.startswith("TOKEN ")).removeprefix("TOKEN ")
+    logged = "\n".join(line for line in lines if not line.startswith("TOKEN "))
+    assert "unhandled_exception" in logged
+    assert sent not in logged and sent[:20] not in logged
+    assert "secret_token" not in logged
