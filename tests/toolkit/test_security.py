@@ -49,6 +49,14 @@ class RingAuthenticator:
         return Principal.from_claims(self.ring.verify(token, issuer=ISSUER, audience=AUDIENCE))
 
 
+class SyncSink:
+    def record(self, event: object) -> None: ...
+
+
+class SyncAuthenticator:
+    def authenticate(self, token: str) -> None: ...
+
+
 RING = KeyRing([generate_signing_key("EdDSA", now=datetime.now(UTC))])
 
 
@@ -194,6 +202,8 @@ async def test_install_on_an_existing_app_does_the_same() -> None:
         ({"realm": 'x"y'}, "realm"),
         ({"token_url": "login"}, "token_url"),
         ({"audit": object()}, "record"),
+        ({"audit": SyncSink()}, "async record"),
+        ({"authenticator": SyncAuthenticator()}, "async authenticate"),
     ],
 )
 def test_a_misconfiguration_fails_at_construction(overrides: dict[str, Any], message: str) -> None:

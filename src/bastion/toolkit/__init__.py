@@ -30,14 +30,18 @@ from bastion.errors import (
     Unauthenticated,
 )
 from bastion.layer import TokenAuthenticator
+from bastion.route_inventory import UnguardedRoutes
+from bastion.schemas import StrictModel
 from bastion.security.principal import Principal
 from bastion.security.ratelimits import RateLimit
 from bastion.security.sanitize import PlainText, SafeHTML, sanitize_html
 from bastion.security.tokens import InvalidToken
+from bastion.storage import StorageUnavailable
 from bastion.toolkit._jwks import JwksAuthenticator
 from bastion.toolkit._security import (
     BastionSecurity,
     SecurityMisconfigured,
+    UnconfiguredRateLimit,
     UnknownPermissions,
 )
 
@@ -57,8 +61,12 @@ __all__ = [
     "SafeHTML",
     "SecurityEvent",
     "SecurityMisconfigured",
+    "StorageUnavailable",
+    "StrictModel",
     "TokenAuthenticator",
     "Unauthenticated",
+    "UnconfiguredRateLimit",
+    "UnguardedRoutes",
     "UnknownPermissions",
     "authenticated",
     "public",

@@ -107,7 +107,7 @@ class BastionSecurity:
 
         The rest is for bastion's own service: its rate limiter (with its login quotas),
         its browser sessions, and the edge middleware around and inside the core."""
-        if not callable(getattr(authenticator, "authenticate", None)):
+        if not inspect.iscoroutinefunction(getattr(authenticator, "authenticate", None)):
             raise SecurityMisconfigured(
                 "authenticator must have an async authenticate(token) method "
                 "(e.g. bastion.toolkit.JwksAuthenticator)"
@@ -129,7 +129,7 @@ class BastionSecurity:
         self.max_body_bytes = max_body_bytes
         self._owns_rate_limiter = rate_limiter is None
         self._rate_limiter = rate_limiter or _rate_limiter(rate_limit, redis_url)
-        if audit is not None and not isinstance(audit, AuditSink):
+        if audit is not None and not inspect.iscoroutinefunction(getattr(audit, "record", None)):
             raise SecurityMisconfigured("audit must have an async record(event) method")
         self._audit: AuditSink = audit or LogAuditSink()
         self._browser_sessions = browser_sessions
@@ -264,7 +264,8 @@ class BastionSecurity:
                 self._rate_limiter.quota(rate_limit)
             except LookupError as error:
                 raise UnconfiguredRateLimit(
-                    f"{error}: give the route's RateLimit an explicit limit, or configure it"
+                    f"{error}: give the route's quota its limit, "
+                    "RateLimit(name, limit='100/minute')"
                 ) from None
 
     def _document_security(self, app: FastAPI) -> None:
