@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, request_response
 
 from bastion.dependencies import (
     PRINCIPAL_SCOPE_KEY,
@@ -233,6 +233,19 @@ class PolicyRoute(APIRoute):
         if _serves_included_context(self):
             return _with_one_deadline(super().get_route_handler())
         return _with_one_deadline(_guarded_handler(self, super().get_route_handler))
+
+
+def upgrade_to_policy_route(route: APIRoute) -> None:
+    """A plain ``APIRoute`` declared before the app's security layer was installed (the
+    routes of ``FastAPI(lifespan=security.lifespan)``): from now on served as a
+    ``PolicyRoute``, its policies checked before its body is read, like every later one."""
+    if type(route) is not APIRoute:
+        return  # already a PolicyRoute, or a route class of the app's own
+    limit = route.max_body_size
+    route.__class__ = PolicyRoute
+    route.max_body_size = limit
+    handler = request_response(route.get_route_handler())
+    route.app = handler if limit is None else BodyLimitMiddleware(handler, max_body_bytes=limit)
 
 
 def service_router(tag: str) -> APIRouter:

@@ -29,6 +29,7 @@ from bastion.security.tokens import KeyRing, access_token_claims, generate_signi
 from bastion.toolkit import (
     BastionSecurity,
     SecurityMisconfigured,
+    StrictModel,
     UnknownPermissions,
     authenticated,
     public,
@@ -47,6 +48,10 @@ class RingAuthenticator:
 
     async def authenticate(self, token: str) -> Principal:
         return Principal.from_claims(self.ring.verify(token, issuer=ISSUER, audience=AUDIENCE))
+
+
+class Report(StrictModel):
+    title: str
 
 
 class SyncSink:
@@ -306,3 +311,29 @@ def test_a_crash_logs_no_token_when_the_app_configured_a_renderer_that_prints_lo
     assert "unhandled_exception" in logged
     assert sent not in logged and sent[:20] not in logged
     assert "secret_token" not in logged
+
+
+async def test_routes_declared_before_the_lifespan_check_identity_before_the_body() -> None:
+    """The contract's form declares the routes before the layer is installed: they are
+    served as PolicyRoutes too, so a malformed body without a token is a 401, not a 400,
+    and a body of the wrong media type a 401 before any 415."""
+    guard = security()
+    app = FastAPI(lifespan=guard.lifespan)
+
+    @app.post("/reports", dependencies=[require("reports:write")], status_code=201)
+    async def write_report(report: Report) -> dict[str, str]:
+        return {"title": report.title}
+
+    async for client in serving(app):
+        headers = {"Content-Type": "application/json"}
+        anonymous = await client.post("/reports", content=b"{not json", headers=headers)
+        assert anonymous.status_code == 401, anonymous.text
+        wrong = await client.post("/reports", content=b"x", headers={"Content-Type": "text/plain"})
+        assert wrong.status_code == 401
+        allowed = {**headers, **bearer(token("reports:write"))}
+        malformed = await client.post("/reports", content=b"{not json", headers=allowed)
+        assert malformed.status_code == 400
+        text = {"Content-Type": "text/plain", **bearer(token("reports:write"))}
+        assert (await client.post("/reports", content=b"x", headers=text)).status_code == 415
+        created = await client.post("/reports", json={"title": "q3"}, headers=allowed)
+        assert created.status_code == 201, created.text

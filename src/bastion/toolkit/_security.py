@@ -47,7 +47,7 @@ from bastion.middleware import (
 )
 from bastion.ratelimiting import RateLimiter
 from bastion.route_inventory import assert_routes_guarded, declared_rate_limits
-from bastion.routing import PolicyRoute
+from bastion.routing import PolicyRoute, upgrade_to_policy_route
 from bastion.security.ratelimits import DEFAULT_POLICY, parse_limit
 from bastion.storage.ratelimits import MemoryRateLimitStore, RedisRateLimitStore
 from bastion.storage.redis_client import redis_client_from_url
@@ -203,6 +203,9 @@ class BastionSecurity:
         app.middleware_stack = None
         install_problem_handlers(app)
         app.router.route_class = PolicyRoute
+        for route in app.router.routes:
+            if isinstance(route, APIRoute):
+                upgrade_to_policy_route(route)
         if not hasattr(app.state, "public_paths"):
             app.state.public_paths = set()
         # FastAPI's own documentation routes, when the app keeps them: public, as the app
