@@ -91,10 +91,15 @@ class RateLimiter:
         configured: Mapping[str, str],
         enabled: bool = True,
         fail_open: bool = False,
+        uncounted: frozenset[str] = frozenset(),
     ) -> None:
+        """``uncounted``: names whose routes are not counted unless they give their own
+        limit (a toolkit app with ``rate_limit=None`` leaves its default quota off, while
+        a route's explicit ``RateLimit(name, limit=...)`` still counts)."""
         self.store = store
         self.enabled = enabled
         self.fail_open = fail_open
+        self.uncounted = uncounted
         self._configured = {name: parse_limit(text) for name, text in configured.items()}
         self._quotas: dict[RateLimit, Quota] = {}
         self._last_fail_open_log = 0.0
@@ -110,6 +115,11 @@ class RateLimiter:
             },
             enabled=settings.rate_limits_enabled,
             fail_open=settings.rate_limit_fail_open,
+        )
+
+    def counts(self, rate_limit: RateLimit) -> bool:
+        return self.enabled and (
+            rate_limit.item is not None or rate_limit.name not in self.uncounted
         )
 
     def quota(self, rate_limit: RateLimit) -> Quota:
@@ -128,7 +138,7 @@ class RateLimiter:
         self, scope: MutableMapping[str, Any], rate_limit: RateLimit, *, user_id: str | None
     ) -> None:
         """Counts the request; raises ``RateLimited`` (429) past the quota."""
-        if not self.enabled or COUNTED_SCOPE_KEY in scope:
+        if COUNTED_SCOPE_KEY in scope or not self.counts(rate_limit):
             return
         scope[COUNTED_SCOPE_KEY] = True
         quota = self.quota(rate_limit)

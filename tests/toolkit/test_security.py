@@ -28,6 +28,7 @@ from bastion.security.principal import Principal
 from bastion.security.tokens import KeyRing, access_token_claims, generate_signing_key
 from bastion.toolkit import (
     BastionSecurity,
+    RateLimit,
     SecurityMisconfigured,
     StrictModel,
     UnknownPermissions,
@@ -159,8 +160,17 @@ async def test_a_quota_is_counted_without_redis_and_answers_429() -> None:
         assert answers == [200, 200, 429]
         limited = await client.get("/status")
         assert limited.headers["retry-after"].isdigit()
-    async for client in serving(reports_app(security(rate_limit=None))):
+    unlimited = reports_app(security(rate_limit=None))
+
+    @unlimited.get("/export", dependencies=[public(rate_limit=RateLimit("export", "1/minute"))])
+    async def export() -> dict[str, str]:
+        return {"export": "ok"}
+
+    async for client in serving(unlimited):
         assert {(await client.get("/status")).status_code for _ in range(5)} == {200}
+        assert "ratelimit-policy" not in (await client.get("/status")).headers
+        # A route's own quota still counts without a default one.
+        assert [(await client.get("/export")).status_code for _ in range(2)] == [200, 429]
 
 
 async def test_the_realm_and_the_token_url_are_the_apps_own() -> None:

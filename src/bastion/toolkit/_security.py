@@ -263,6 +263,8 @@ class BastionSecurity:
         if unknown:
             raise UnknownPermissions(unknown)
         for rate_limit in declared_rate_limits(app):
+            if not self._rate_limiter.counts(rate_limit):
+                continue
             try:
                 self._rate_limiter.quota(rate_limit)
             except LookupError as error:
@@ -316,11 +318,9 @@ def _rate_limiter(rate_limit: str | None, redis_url: str | None) -> RateLimiter:
         store: Any = RedisRateLimitStore(redis_client_from_url(redis_url))
     else:
         store = MemoryRateLimitStore()
-    return RateLimiter(
-        store,
-        configured={DEFAULT_POLICY: rate_limit or "1/second"},
-        enabled=rate_limit is not None,
-    )
+    if rate_limit is None:  # no default quota; a route's own RateLimit(limit=...) counts
+        return RateLimiter(store, configured={}, uncounted=frozenset({DEFAULT_POLICY}))
+    return RateLimiter(store, configured={DEFAULT_POLICY: rate_limit})
 
 
 def _bearer_scheme(token_url: str | None, permissions: Collection[str]) -> dict[str, Any]:
