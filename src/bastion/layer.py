@@ -41,6 +41,11 @@ class SecurityLayer(Protocol):
     def realm(self) -> str: ...
 
 
+class SecurityMisconfigured(ValueError):
+    """What an app's security layer (or its authenticator) was given cannot work; the
+    message says what to fix. Raised at construction, never per request."""
+
+
 class SecurityNotInstalled(RuntimeError):
     def __init__(self) -> None:
         super().__init__(

@@ -44,6 +44,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from bastion.layer import SecurityMisconfigured
 from bastion.logs import get_logger
 from bastion.security.principal import Principal
 from bastion.security.tokens import (
@@ -453,7 +454,7 @@ def _public_key(algorithm: str, entry: dict[str, Any]) -> Any:
 
 def _checked_url(url: object) -> str:
     if not isinstance(url, str) or not url:
-        raise ValueError("jwks_url must be the issuer's JWKS URL, e.g. "
+        raise SecurityMisconfigured("jwks_url must be the issuer's JWKS URL, e.g. "
                          "https://auth.example.com/.well-known/jwks.json")
     try:
         parts = urlsplit(url)
@@ -462,12 +463,12 @@ def _checked_url(url: object) -> str:
         port_ok = False
         parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise ValueError(
+        raise SecurityMisconfigured(
             "jwks_url must be an absolute http(s) URL with a host, e.g. "
             "https://auth.example.com/.well-known/jwks.json"
         )
     if parts.fragment or any(character.isspace() for character in url):
-        raise ValueError("jwks_url must not hold a fragment or whitespace")
+        raise SecurityMisconfigured("jwks_url must not hold a fragment or whitespace")
     return url
 
 
@@ -494,31 +495,37 @@ def _is_secure_or_local(url: str) -> bool:
 
 def _checked_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string (the issuing service's {name})")
+        raise SecurityMisconfigured(
+            f"{name} must be a non-empty string (the issuing service's {name})"
+        )
     if value != value.strip():
-        raise ValueError(f"{name} must not start or end with whitespace")
+        raise SecurityMisconfigured(f"{name} must not start or end with whitespace")
     return value
 
 
 def _checked_algorithms(algorithms: object) -> frozenset[str]:
     if isinstance(algorithms, str) or not isinstance(algorithms, Collection):
         # ValueError like every other misconfiguration here: one exception to catch.
-        raise ValueError(  # noqa: TRY004
+        raise SecurityMisconfigured(
             f"algorithms must be a collection of names, e.g. {list(SUPPORTED_ALGORITHMS)}"
         )
     names = frozenset(algorithms)
     if not names:
-        raise ValueError(f"algorithms must name at least one of {list(SUPPORTED_ALGORITHMS)}")
+        raise SecurityMisconfigured(
+            f"algorithms must name at least one of {list(SUPPORTED_ALGORITHMS)}"
+        )
     for name in sorted(names, key=str):
         if name in _SYMMETRIC:
-            raise ValueError(
+            raise SecurityMisconfigured(
                 f"algorithms: {name} is refused: a JWKS publishes public keys only, and "
                 "a public key used as an HMAC secret lets anyone forge tokens"
             )
         if isinstance(name, str) and name.lower() == "none":
-            raise ValueError("algorithms: 'none' is refused: unsigned tokens prove nothing")
+            raise SecurityMisconfigured(
+                "algorithms: 'none' is refused: unsigned tokens prove nothing"
+            )
         if name not in SUPPORTED_ALGORITHMS:
-            raise ValueError(
+            raise SecurityMisconfigured(
                 f"algorithms: {name!r} is not supported; choose from "
                 f"{list(SUPPORTED_ALGORITHMS)}"
             )
@@ -529,12 +536,12 @@ def _checked_number(
     name: str, value: object, *, low: float | None, high: float, why: str
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number of seconds")  # noqa: TRY004 (as above)
+        raise SecurityMisconfigured(f"{name} must be a number of seconds")
     number = float(value)
     too_low = number <= 0 if low is None else number < low
     if math.isnan(number) or too_low or number > high:
         bounds = f"above 0 and at most {high:g}" if low is None else f"{low:g} to {high:g}"
-        raise ValueError(f"{name} must be {bounds} seconds ({why}), not {value!r}")
+        raise SecurityMisconfigured(f"{name} must be {bounds} seconds ({why}), not {value!r}")
     return number
 
 
@@ -552,7 +559,7 @@ def _revocation_store(redis_url: object) -> RedisRevocationStore | None:
         "rediss",
         "unix",
     ):
-        raise ValueError(
+        raise SecurityMisconfigured(
             "redis_url must be the issuing service's BASTION_REDIS_URL "
             "(redis://, rediss:// or unix://), or None"
         )
@@ -560,7 +567,7 @@ def _revocation_store(redis_url: object) -> RedisRevocationStore | None:
         client = redis_client_from_url(redis_url)
     except ValueError:
         # redis-py's message may quote the URL, password included.
-        raise ValueError("redis_url is not a valid Redis URL") from None
+        raise SecurityMisconfigured("redis_url is not a valid Redis URL") from None
     store = RedisRevocationStore(client)
     store.restore_with(_revocations_not_restored)
     return store

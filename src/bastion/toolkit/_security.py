@@ -36,7 +36,12 @@ from bastion.audit.sinks import AuditSink, LogAuditSink
 from bastion.dependencies import OAUTH2_SCHEME_NAME, policy_checks
 from bastion.errors import install_problem_handlers
 from bastion.identity.cookie_sessions import CookieSessions
-from bastion.layer import DEFAULT_REALM, SECURITY_STATE_KEY, TokenAuthenticator
+from bastion.layer import (
+    DEFAULT_REALM,
+    SECURITY_STATE_KEY,
+    SecurityMisconfigured,
+    TokenAuthenticator,
+)
 from bastion.logs import ensure_safe_logging
 from bastion.middleware import (
     AccessLogMiddleware,
@@ -58,10 +63,6 @@ _REALM_PATTERN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")  # printable,
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 
 _Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
-
-
-class SecurityMisconfigured(ValueError):
-    """What the app's security layer was given cannot work; the message says what to fix."""
 
 
 class UnconfiguredRateLimit(SecurityMisconfigured, LookupError):
