@@ -29,7 +29,7 @@ from bastion.errors import (
     NotFound,
     Unauthenticated,
 )
-from bastion.layer import TokenAuthenticator
+from bastion.layer import SecurityMisconfigured, TokenAuthenticator
 from bastion.route_inventory import UnguardedRoutes
 from bastion.schemas import StrictModel
 from bastion.security.principal import Principal
@@ -40,7 +40,6 @@ from bastion.storage import StorageUnavailable
 from bastion.toolkit._jwks import JwksAuthenticator
 from bastion.toolkit._security import (
     BastionSecurity,
-    SecurityMisconfigured,
     UnconfiguredRateLimit,
     UnknownPermissions,
 )
