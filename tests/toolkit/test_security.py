@@ -347,3 +347,17 @@ async def test_routes_declared_before_the_lifespan_check_identity_before_the_bod
         assert (await client.post("/reports", content=b"x", headers=text)).status_code == 415
         created = await client.post("/reports", json={"title": "q3"}, headers=allowed)
         assert created.status_code == 201, created.text
+
+
+async def test_fastapis_default_docs_are_served_from_the_package_under_their_csp(
+    client: httpx.AsyncClient,
+) -> None:
+    """FastAPI's stock page loads Swagger UI from a CDN, which the docs' CSP refuses (a
+    blank page): the layer serves bastion's self-hosted one at the same path."""
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/docs/swagger-init.js", "/docs/static/swagger-ui-bundle.js"):
+        assert (await client.get(asset)).status_code == 200, asset
+    assert (await client.get("/openapi.json")).status_code == 200

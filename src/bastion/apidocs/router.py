@@ -90,3 +90,18 @@ for _name, _media_type in DOCS_FILES.items():
 
 def mount_docs(app: FastAPI) -> None:
     app.router.routes.extend(router.routes)  # flat, like bastion.app.add_routes
+
+
+def self_hosted_docs(app: FastAPI) -> None:
+    """A toolkit app that kept FastAPI's default ``/docs``: its page loads Swagger UI from a
+    CDN, which the docs' CSP refuses, so it would render blank. Served from these files
+    instead, under the same path, with the app's own ``/openapi.json``."""
+    if app.docs_url != DOCS_PATH or app.openapi_url != OPENAPI_PATH:
+        return  # turned off, or moved: left as the app declared it
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "path", None) != DOCS_PATH
+    ]
+    app.router.routes.extend(
+        route for route in router.routes if getattr(route, "path", None) != OPENAPI_PATH
+    )
+    app.state.public_paths.discard(DOCS_PATH)

@@ -32,6 +32,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from bastion.apidocs.openapi import complete_document
+from bastion.apidocs.router import self_hosted_docs
 from bastion.audit.sinks import AuditSink, LogAuditSink
 from bastion.dependencies import OAUTH2_SCHEME_NAME, policy_checks
 from bastion.errors import install_problem_handlers
@@ -218,6 +219,7 @@ class BastionSecurity:
             )
             if path
         )
+        self_hosted_docs(app)
         self._document_security(app)
 
     def _check_at_start(self, app: FastAPI) -> None:
