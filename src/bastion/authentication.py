@@ -7,6 +7,7 @@ the key ring at most once per interval, for keys rotated by another process.
 
 from __future__ import annotations
 
+from bastion.security.access_claims import AccessClaims
 from bastion.security.principal import Principal
 from bastion.security.tokens import InvalidToken, TokenVerifier
 from bastion.storage.revocations import RevocationStore
@@ -32,12 +33,19 @@ class Authenticator:
             if ring is None:
                 raise
             claims = self.verifier.verify(token, ring)
-        revoked = await self.revocations.is_revoked(
-            jti=claims.token_id,
-            sid=claims.session_id,
-            user_id=claims.subject,
-            issued_at=claims.issued_at,
-        )
-        if revoked:
-            raise InvalidToken("revoked")
-        return Principal.from_claims(claims)
+        return await unrevoked_principal(self.revocations, claims)
+
+
+async def unrevoked_principal(revocations: RevocationStore, claims: AccessClaims) -> Principal:
+    """The principal of verified ``claims``, unless the store says its token, its session
+    or its user's earlier tokens were revoked (``InvalidToken``). The one revocation check
+    of every verifier: the service's and a resource server's (``JwksAuthenticator``)."""
+    revoked = await revocations.is_revoked(
+        jti=claims.token_id,
+        sid=claims.session_id,
+        user_id=claims.subject,
+        issued_at=claims.issued_at,
+    )
+    if revoked:
+        raise InvalidToken("revoked")
+    return Principal.from_claims(claims)

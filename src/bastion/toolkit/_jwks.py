@@ -44,6 +44,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from bastion.authentication import unrevoked_principal
 from bastion.layer import SecurityMisconfigured
 from bastion.logs import get_logger
 from bastion.security.principal import Principal
@@ -181,14 +182,7 @@ class JwksAuthenticator:
             claims = await self._verify(token)
             self._cache.put(token, claims)
         if self._revocations is not None:
-            revoked = await self._revocations.is_revoked(
-                jti=claims.token_id,
-                sid=claims.session_id,
-                user_id=claims.subject,
-                issued_at=claims.issued_at,
-            )
-            if revoked:
-                raise InvalidToken("revoked")
+            return await unrevoked_principal(self._revocations, claims)
         return Principal.from_claims(claims)
 
     async def ready(self) -> bool:
