@@ -37,11 +37,13 @@ from starlette.types import Scope
 
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
+from bastion.audit.sinks import SecurityEvent
 from bastion.clock import Clock, utc_now
 from bastion.config import Settings
 from bastion.errors import CsrfRefused, Unauthenticated
 from bastion.identity.freshness import AccountState
 from bastion.identity.issuance import new_login_session
+from bastion.layer import layer_of
 from bastion.middleware.route_template import route_template
 from bastion.security.csrf import CSRF_HEADER, CsrfTokens, origin_refusal
 from bastion.security.permissions import granted_permissions
@@ -263,16 +265,25 @@ class CookieSessions:
     async def refuse(
         self, request: Request, reason: str, principal: Principal | None = None
     ) -> None:
-        """Records the refusal (committed on its own: the request fails right after) and
-        raises the 403."""
-        audit = AuditContext.of(request)
-        if principal is not None:
-            audit = audit.as_actor(principal.user_id)
-        await audit.record_detached(
-            self.database, AuditEventType.CSRF_REFUSAL, Outcome.DENIED,
-            subject=principal.user_id if principal else None,
-            session_id=principal.session_id if principal else None,
-            method=request.method, route=route_template(request.scope), reason=reason,
+        """Records the refusal through the app's audit sink, as every 403 of the policies
+        is (the service's commits it on its own: the request fails right after), and raises
+        the 403."""
+        context = AuditContext.of(request)
+        await layer_of(request.app).audit.record(
+            SecurityEvent(
+                type=AuditEventType.CSRF_REFUSAL.value,
+                outcome=Outcome.DENIED.value,
+                actor_id=principal.user_id if principal else context.actor_id,
+                subject_id=principal.user_id if principal else None,
+                client_ip=context.client_ip,
+                request_id=context.request_id,
+                details={
+                    "session_id": principal.session_id if principal else None,
+                    "method": request.method,
+                    "route": route_template(request.scope),
+                    "reason": reason,
+                },
+            )
         )
         raise CsrfRefused
 
