@@ -27,6 +27,8 @@ FAULT_SUITE_VARIABLE = "BASTION_FAULTS"
 # Not a setting either: `make screenshots` asks the console's browser test to update
 # docs/images/console.png (tests/e2e/console_browser.py).
 SCREENSHOTS_VARIABLE = "BASTION_UPDATE_SCREENSHOTS"
+# A fixed BASTION_ENCRYPTION_KEY for tests (32 bytes, base64url): never a deployment's.
+TEST_ENCRYPTION_KEY = "dGVzdHMgb25seTogbm90IGEgZGVwbG95bWVudCBrZXk"
 
 
 def pytest_configure(config: pytest.Config) -> None:

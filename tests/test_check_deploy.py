@@ -16,7 +16,7 @@ from bastion.cli import cli
 from bastion.config import Finding, Settings, insecure_findings
 from bastion.dependencies import public
 from bastion.route_inventory import route_findings
-from tests.conftest import make_settings
+from tests.conftest import TEST_ENCRYPTION_KEY, make_settings
 from tests.test_cli import run_bastion
 
 DAY = 86_400
@@ -26,9 +26,12 @@ PRODUCTION_ENV = {
     "BASTION_ISSUER": "https://api.example.com",
     "BASTION_PUBLIC_URL": "https://api.example.com",
     "BASTION_ALLOWED_HOSTS": "api.example.com",
+    "BASTION_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
+    "BASTION_SMTP_URL": "smtps://mail.example.com",
 }
 PRODUCTION = {"env": "production", "issuer": "https://api.example.com",
-              "public_url": "https://api.example.com", "allowed_hosts": ["api.example.com"]}
+              "public_url": "https://api.example.com", "allowed_hosts": ["api.example.com"],
+              "encryption_key": TEST_ENCRYPTION_KEY, "smtp_url": "smtps://mail.example.com"}
 # The same, without BASTION_ENV: what a CI job judges with --deploy before a release.
 CANDIDATE_ENV = {key: value for key, value in PRODUCTION_ENV.items() if key != "BASTION_ENV"}
 CANDIDATE = {key: value for key, value in PRODUCTION.items() if key != "env"}
@@ -58,6 +61,8 @@ INSECURE = [
                  id="trust-everyone"),
     pytest.param({"rate_limits_enabled": False}, "BASTION_RATE_LIMITS_ENABLED",
                  id="no-rate-limits"),
+    pytest.param({"encryption_key": None}, "BASTION_ENCRYPTION_KEY", id="no-encryption-key"),
+    pytest.param({"smtp_url": None}, "BASTION_SMTP_URL", id="no-smtp"),
 ]
 
 

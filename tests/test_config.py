@@ -18,7 +18,12 @@ from bastion.config import (
     setting_names,
     unknown_variables,
 )
-from tests.conftest import FAULT_SUITE_VARIABLE, SCREENSHOTS_VARIABLE, make_settings
+from tests.conftest import (
+    FAULT_SUITE_VARIABLE,
+    SCREENSHOTS_VARIABLE,
+    TEST_ENCRYPTION_KEY,
+    make_settings,
+)
 
 CONFIGURATION_PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -27,6 +32,8 @@ SECURE_PRODUCTION = {
     "issuer": "https://id.example.com",
     "public_url": "https://id.example.com",
     "allowed_hosts": ["id.example.com"],
+    "encryption_key": TEST_ENCRYPTION_KEY,
+    "smtp_url": "smtps://mail.example.com",
 }
 
 

@@ -137,6 +137,7 @@ async def test_the_listing_pages_through_every_user_exactly_once(
     first = seen[0]
     assert set(first) == {
         "id", "username", "email", "age", "roles", "created_at", "disabled", "locked_until",
+        "email_verified", "mfa_enabled",
     }
     assert first["roles"] == ["admin", "user"]
     assert first["disabled"] is False

@@ -62,6 +62,10 @@ SERVER_OWNED_USER_FIELDS: dict[str, Any] = {
     "failed_logins": -1_000_000,
     "lockouts": 0,
     "locked_until": None,
+    "email_verified": True,
+    "totp_secret": "JBSWY3DPEHPK3PXP",
+    "mfa_enabled": False,
+    "totp_last_step": 99_999_999_999,
     "created_at": "2000-01-01T00:00:00Z",
     "updated_at": "2000-01-01T00:00:00Z",
 }
@@ -90,6 +94,9 @@ FORBIDDEN_KEYS = frozenset(
         "private_key_pem",
         "hash",
         "prev_hash",
+        "totp_secret",
+        "totp_last_step",
+        "code_hash",
     }
 )
 TOKEN_PATH = "/auth/token"

@@ -33,7 +33,9 @@ INVALID_GRANT = {
     "error": "invalid_grant",
     "error_description": "The credentials or the grant are not valid.",
 }
-USER_FIELDS = {"id", "username", "email", "age", "roles", "created_at"}
+USER_FIELDS = {
+    "id", "username", "email", "age", "roles", "created_at", "email_verified", "mfa_enabled",
+}
 USER_PERMISSIONS = {"notes:read", "notes:write"}
 # Every path the service answers with ``Cache-Control: no-store``.
 NO_STORE_PREFIX = "/auth"

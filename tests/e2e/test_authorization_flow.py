@@ -41,6 +41,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.e2e.api import (
     FAST_HASHING_ENV,
     ROOMY_LOGIN_LIMIT,
@@ -98,6 +99,8 @@ PRODUCTION_ENV = {
     "issuer": "https://id.example.com",
     "public_url": "https://id.example.com",
     "allowed_hosts": "id.example.com",
+    "encryption_key": TEST_ENCRYPTION_KEY,
+    "smtp_url": "smtps://mail.example.com",
 }
 
 

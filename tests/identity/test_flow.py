@@ -39,7 +39,9 @@ async def test_an_age_may_be_written_as_an_integral_number(client: httpx.AsyncCl
 
 async def test_register_returns_the_public_user_only(client: httpx.AsyncClient) -> None:
     user = await register(client, "Alice")
-    assert set(user) == {"id", "username", "email", "age", "roles", "created_at"}
+    assert set(user) == {
+        "id", "username", "email", "age", "roles", "created_at", "email_verified", "mfa_enabled",
+    }
     assert user["username"] == "alice"
     assert user["roles"] == ["user"]
 

@@ -88,7 +88,9 @@ async def test_the_idempotency_key_migration_downgrades_and_upgrades_again(
     async with app.state.bastion.database.engine.begin() as connection:
         downgraded, upgraded = await connection.run_sync(tables_down_and_up)
     assert "idempotency_keys" not in downgraded
-    assert upgraded == downgraded | {"idempotency_keys"}
+    # 0011's tables go down and come back with it.
+    later = {"recovery_codes", "mfa_challenges", "email_tokens", "mail_outbox"}
+    assert upgraded == downgraded | {"idempotency_keys", *later}
 
 
 def _note_objects(connection: Any) -> set[str]:

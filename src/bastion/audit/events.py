@@ -51,6 +51,15 @@ class AuditEventType(StrEnum):
     UNLOCK = "unlock"
     ACCESS_DENIED = "access_denied"
     CSRF_REFUSAL = "csrf_refusal"
+    MFA_ENABLED = "mfa_enabled"
+    MFA_DISABLED = "mfa_disabled"
+    MFA_FAILURE = "mfa_failure"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    EMAIL_VERIFICATION_REQUESTED = "email_verification_requested"
+    EMAIL_VERIFIED = "email_verified"
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105 (an event name)
+    PASSWORD_RESET_COMPLETED = "password_reset_completed"  # noqa: S105 (an event name)
 
 
 class Outcome(StrEnum):

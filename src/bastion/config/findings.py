@@ -49,6 +49,7 @@ def insecure_findings(settings: Settings, *, deploy: bool) -> list[Finding]:
         *_token_findings(settings),
         *_session_findings(settings),
         *_network_findings(settings),
+        *_secrets_at_rest_findings(settings),
     ]
     if deploy:
         return found
@@ -201,6 +202,31 @@ def _network_findings(settings: Settings) -> list[Finding]:
             Finding(
                 "BASTION_RATE_LIMITS_ENABLED",
                 "rate limiting is off; brute force and floods are unchecked",
+                production_only=True,
+            )
+        )
+    return found
+
+
+def _secrets_at_rest_findings(settings: Settings) -> list[Finding]:
+    """Mail and the key for secrets at rest: in development a file in the data directory
+    stands in for each; in production both must be configured."""
+    found: list[Finding] = []
+    if settings.encryption_key is None:
+        found.append(
+            Finding(
+                "BASTION_ENCRYPTION_KEY",
+                "not set: TOTP secrets would be encrypted with a key generated into the data "
+                "directory; give production a key kept apart from the database and its backups",
+                production_only=True,
+            )
+        )
+    if settings.smtp_url is None:
+        found.append(
+            Finding(
+                "BASTION_SMTP_URL",
+                "not set: verification and password-reset mails would only be written to "
+                "files in the data directory",
                 production_only=True,
             )
         )

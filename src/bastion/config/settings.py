@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     cookie_idle_ttl: int = Field(default=1800, ge=60, le=86_400)
     cookie_max_ttl: int = Field(default=43_200, ge=60, le=2_592_000)
     database_timeout: float = Field(default=5.0, gt=0, le=60)
+    # Mail (verification and reset links): smtp:// (STARTTLS when offered) or smtps://.
+    # Unset in development: mails are written as .eml files to <data dir>/outbox/.
+    smtp_url: SecretStr | None = None
+    mail_from: str = "bastion@localhost"
+    # Whether users:write needs a second factor; unset: required in production only.
+    admin_mfa: Literal["optional", "required"] | None = None
+    # AEAD keys for secrets at rest (TOTP secrets, queued mail): 32 random bytes,
+    # base64url, comma-separated to rotate (the first encrypts, all decrypt). Unset in
+    # development: generated into <data dir>/encryption.key (0600).
+    encryption_key: SecretStr | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -200,6 +210,13 @@ class Settings(BaseSettings):
         origin = web_origin(self.public_url)
         assert origin is not None  # noqa: S101 (validated above)
         return origin
+
+    @property
+    def admin_mfa_required(self) -> bool:
+        """``BASTION_ADMIN_MFA``, defaulting to required in production."""
+        if self.admin_mfa is None:
+            return self.is_production
+        return self.admin_mfa == "required"
 
     @property
     def sqlite_path(self) -> Path:

@@ -41,6 +41,8 @@ _CURRENT_USER = select(
     _users.age,
     _users.roles,
     _users.created_at,
+    _users.email_verified,
+    _users.mfa_enabled,
     _users.disabled,
 ).where(_users.id == bindparam("user_id"))
 """What ``current_user`` reads: ``UserPublic``'s fields and whether the account is disabled."""
@@ -77,6 +79,8 @@ async def insert_user(
         disabled=False,
         failed_logins=0,
         lockouts=0,
+        email_verified=False,
+        mfa_enabled=False,
         created_at=now,
         updated_at=now,
     )

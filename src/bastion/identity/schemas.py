@@ -117,6 +117,8 @@ class UserPublic(BaseModel):
     age: int
     roles: list[str]
     created_at: datetime
+    email_verified: bool
+    mfa_enabled: bool
 
 
 class TokenResponse(BaseModel):

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -79,6 +80,15 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     lockouts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    # The address was proven by a link mailed to it (POST /auth/email/verify).
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # TOTP (RFC 6238): the secret, AEAD-encrypted with BASTION_ENCRYPTION_KEY (never in
+    # clear), set at set-up and pending until a code confirms it (``mfa_enabled``).
+    totp_secret: Mapped[str | None] = mapped_column(Text, default=None)
+    mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The last time step a code was accepted for: a code is never accepted twice (replay),
+    # decided by a conditional UPDATE on this column.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -107,6 +117,10 @@ class LoginSession(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     client_ip: Mapped[str | None] = mapped_column(String(45), default=None)
     user_agent: Mapped[str | None] = mapped_column(String(200), default=None)
+    # How the user proved who they are at sign-in (RFC 8176 ``amr``, space-separated):
+    # "pwd", "pwd otp" or "pwd mfa". Fixed for the session's life: a refresh never
+    # upgrades it.
+    amr: Mapped[str] = mapped_column(String(40), default="pwd", server_default="pwd")
 
     __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
 
@@ -124,6 +138,87 @@ class RefreshToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (Index("ix_refresh_tokens_session_id", "session_id"),)
+
+
+class RecoveryCode(Base):
+    """One of a user's single-use recovery codes, kept only as its SHA-256 (the code is
+    shown once, at set-up or regeneration). A new set deletes the old one."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_recovery_codes_user_id", "user_id"),)
+
+
+class MfaChallenge(Base):
+    """A password grant that still needs its second factor: the ``mfa_token`` (kept only as
+    its SHA-256), bound to the user, single use, five minutes. A wrong code leaves it
+    unspent; the grant that completes it spends it with a conditional UPDATE."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The scope the password grant asked for (None: everything the roles grant).
+    scope: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_mfa_challenges_user_id", "user_id"),)
+
+
+class EmailToken(Base):
+    """A mailed link's token (``purpose``: "verify" or "reset"), kept only as its SHA-256;
+    single use, expiring; a newer token of the same purpose deletes the older ones. A
+    verification token proves only the address it was sent to (``email``)."""
+
+    __tablename__ = "email_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_email_tokens_user_id", "user_id"),)
+
+
+class OutboxMail(Base):
+    """A mail to deliver, written in the transaction of the request that sends it, so a
+    request never waits for (or fails on) the mail server. Senders in any process claim a
+    row with a lease (``lease_expires_at``), deliver it, and mark it sent; a failure sets
+    ``next_attempt_at`` with back-off. ``message_id`` is fixed here, so a resend after a
+    crash carries the same ``Message-ID``. The message itself (``content``) is
+    AEAD-encrypted with BASTION_ENCRYPTION_KEY (it holds single-use links) and emptied
+    once delivered."""
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    content: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+
+    __table_args__ = (
+        Index("ix_mail_outbox_sent_at_next_attempt_at", "sent_at", "next_attempt_at"),
+    )
 
 
 class RevokedAccessToken(Base):
