@@ -101,6 +101,68 @@ function busy(button, promise) {
   });
 }
 
+/** A form of ``parts`` ending in its submit button (``submit``: the button's text, or the
+ * button); on submit, ``action`` runs with the button busy and any failure shown. */
+function actionForm(attributes, parts, submit, action) {
+  const button = submit instanceof Node ? submit : h("button", { type: "submit" }, submit);
+  const form = h("form", attributes, parts, button);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy(button, attempt(action));
+  });
+  return form;
+}
+
+/** A button that runs ``action`` when clicked, busy meanwhile, any failure shown. */
+function actionButton(attributes, text, action) {
+  const button = h("button", { type: "button", ...attributes }, text);
+  button.addEventListener("click", () => busy(button, attempt(action)));
+  return button;
+}
+
+/** The account's name, hidden, for password managers (a form with no username field). */
+function accountNameField(username) {
+  return h("input", {
+    type: "text", autocomplete: "username", value: username, hidden: true, readonly: true,
+  });
+}
+
+function passwordInput(autocomplete = "current-password") {
+  return h("input", { type: "password", autocomplete, required: true });
+}
+
+/** A code from an authenticator app: six digits, which phones offer from their keypad and
+ * from a text message or the app ("one-time-code"). */
+function codeInput() {
+  return h("input", {
+    name: "otp", autocomplete: "one-time-code", inputmode: "numeric", required: true,
+    pattern: "[0-9]{6}", maxlength: "6", size: "8", spellcheck: "false",
+    title: "The 6 digits your authenticator app shows",
+  });
+}
+
+const CODE_LABEL = "Code from your authenticator app";
+
+/** "New password" and "New password, again": ``fields`` for the form; ``value()``; and
+ * ``confirmed()``, false (the mismatch said, the second field focused) when they differ. */
+function newPasswordPair(hintText) {
+  const next = h("input", {
+    type: "password", autocomplete: "new-password", required: true, minlength: "15",
+    maxlength: "128",
+  });
+  const again = passwordInput("new-password");
+  return {
+    fields: [field("New password", next, hintText), field("New password, again", again)],
+    value: () => next.value,
+    confirmed() {
+      if (next.value === again.value) return true;
+      showAlert("The new passwords do not match.");
+      again.focus();
+      return false;
+    },
+  };
+}
+
 // -- Messages -------------------------------------------------------------------------------
 
 const alertRegion = () => document.getElementById("alert");
@@ -140,23 +202,32 @@ function csrfToken() {
 }
 
 class ApiError extends Error {
-  constructor(status, body, retryAfter) {
-    super(describeFailure(status, body, retryAfter));
+  constructor(status, body, { retryAfter = null, challenge = null } = {}) {
+    super(describeFailure(status, body, retryAfter, challenge));
     this.status = status;
     this.body = body;
   }
 }
 
+// RFC 9470: the session is signed in without a second factor, and this action needs one.
+const STEP_UP_CHALLENGE = /\berror="insufficient_user_authentication"/;
+
 /** Thrown after a 401: the session is gone and the sign-in page is already showing. */
 class SessionEnded extends Error {}
 
-function describeFailure(status, body, retryAfter) {
+function describeFailure(status, body, retryAfter, challenge) {
+  if (status === 403 && challenge && STEP_UP_CHALLENGE.test(challenge)) {
+    return (
+      "Changing users needs a sign-in with your second factor: set up MFA in Account, " +
+      "then sign in again."
+    );
+  }
   const lines = [];
   if (body && typeof body === "object") {
     if (typeof body.error === "string") {
       // OAuth2 errors of the login endpoint (RFC 6749 §5.2).
       if (body.error === "mfa_required") {
-        lines.push("This account uses a second factor, which this console cannot take yet.");
+        lines.push("Enter the code from your authenticator app.");
       } else {
         lines.push(body.error_description || "The username or password is not valid.");
       }
@@ -227,7 +298,10 @@ async function api(method, path, { json, form, headers = {}, expect401 = false }
     throw new SessionEnded("signed out");
   }
   if (!response.ok) {
-    throw new ApiError(response.status, data, response.headers.get("Retry-After"));
+    throw new ApiError(response.status, data, {
+      retryAfter: response.headers.get("Retry-After"),
+      challenge: response.headers.get("WWW-Authenticate"),
+    });
   }
   return data;
 }
@@ -367,9 +441,16 @@ function navigate(hash) {
 }
 
 const UUID = "([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})";
+// ``public``: no sign-in needed (and, signed in, the notes instead); ``anyone``: a public page
+// that stays open when signed in; ``token``: a page a mail links to, whose ``token=`` leaves
+// the address bar (and the history entry) before anything else happens.
+const MAIL_LINK = { public: true, anyone: true, token: true };
 const ROUTES = [
   { pattern: /^\/signin$/, page: pageSignIn, public: true },
   { pattern: /^\/register$/, page: pageRegister, public: true },
+  { pattern: /^\/forgot-password$/, page: pageForgotPassword, public: true },
+  { pattern: /^\/reset-password$/, page: pageResetPassword, ...MAIL_LINK },
+  { pattern: /^\/verify-email$/, page: pageVerifyEmail, ...MAIL_LINK },
   { pattern: /^\/notes$/, page: pageNotes },
   { pattern: /^\/notes\/new$/, page: pageNoteNew },
   { pattern: new RegExp(`^/notes/${UUID}$`), page: pageNote },
@@ -393,6 +474,9 @@ function route() {
 
 async function renderRoute() {
   const { path, params } = parseHash();
+  const matched = ROUTES.find((r) => r.pattern.test(path));
+  // The token is kept in ``params`` for the page; such a route never redirects below.
+  if (matched && matched.token && params.has("token")) history.replaceState(null, "", `#${path}`);
   const main = document.getElementById("main");
   const message = flash;
   flash = null;
@@ -410,13 +494,12 @@ async function renderRoute() {
     history.replaceState(null, "", me ? "#/notes" : "#/signin");
     return renderRoute();
   }
-  const matched = ROUTES.find((r) => r.pattern.test(path));
   if (matched && !matched.public && !me) {
     returnTo = location.hash;
     history.replaceState(null, "", "#/signin");
     return renderRoute();
   }
-  if (matched && matched.public && me) {
+  if (matched && matched.public && !matched.anyone && me) {
     history.replaceState(null, "", "#/notes");
     return renderRoute();
   }
@@ -584,12 +667,18 @@ function safeUrl(value, protocols) {
 
 // -- Pages: signing in ----------------------------------------------------------------------
 
-async function signIn(username, password) {
-  await api("POST", "/auth/session", { form: { username, password }, expect401: true });
+/** POST /auth/session with ``fields`` (username, password, and on the second step ``otp`` or
+ * ``recovery_code``), then the page the person wanted. */
+async function signIn(fields) {
+  await api("POST", "/auth/session", { form: fields, expect401: true });
   await loadMe();
   const target = returnTo && returnTo !== "#/signin" ? returnTo : "#/notes";
   returnTo = null;
   navigate(target);
+}
+
+function isMfaRequired(error) {
+  return error instanceof ApiError && error.status === 401 && error.body?.error === "mfa_required";
 }
 
 async function pageSignIn(view) {
@@ -600,37 +689,198 @@ async function pageSignIn(view) {
   const password = h("input", {
     name: "password", type: "password", autocomplete: "current-password", required: true,
   });
-  const submit = h("button", { type: "submit" }, "Sign in");
-  const form = h(
-    "form",
+  const form = actionForm(
     { class: "stack narrow", "aria-labelledby": "page-heading" },
-    field("Username", username),
-    field("Password", password),
-    submit,
-  );
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    busy(
-      submit,
-      attempt(async () => {
-        try {
-          await signIn(username.value, password.value);
-        } catch (error) {
-          password.value = "";
+    [field("Username", username), field("Password", password)],
+    "Sign in",
+    async () => {
+      // From here on the password is in this closure only: never in storage, nor in the page
+      // while the second step shows.
+      const credentials = { username: username.value, password: password.value };
+      password.value = "";
+      try {
+        await signIn(credentials);
+      } catch (error) {
+        if (!isMfaRequired(error)) {
           password.focus();
           throw error;
         }
-      }),
-    );
-  });
-  // The MFA step (a later issue) goes here: a 401 {"error": "mfa_required"} from
-  // POST /auth/session is answered with a second form that sends the same username and
-  // password with `otp` or `recovery_code`. Until then describeFailure shows a notice.
+        const step = secondFactorStep(credentials, () => {
+          step.replaceWith(form);
+          password.focus();
+        });
+        clearMessages();
+        form.replaceWith(step);
+        step.querySelector("input:not([disabled])").focus();
+      }
+    },
+  );
   view.append(
     heading("Sign in"),
     form,
+    h("p", {}, h("a", { href: "#/forgot-password" }, "Forgot your password?")),
     h("p", {}, "No account yet? ", h("a", { href: "#/register" }, "Create one")),
   );
+}
+
+/** Sign-in's second step: the same username and password again, with a code from the
+ * authenticator app or, switched to, a recovery code. ``startOver`` goes back to the first. */
+function secondFactorStep(credentials, startOver) {
+  const otp = codeInput();
+  const recovery = h("input", {
+    name: "recovery_code", autocomplete: "off", autocapitalize: "none", spellcheck: "false",
+    required: true, maxlength: "64", disabled: true,
+  });
+  const otpField = field(CODE_LABEL, otp, "6 digits; the app shows a new code every 30 seconds.");
+  const recoveryField = field(
+    "Recovery code",
+    recovery,
+    "One of the codes you stored when you set up two-step sign-in. Each one works once.",
+  );
+  recoveryField.hidden = true;
+  let useRecovery = false;
+  const toggle = h("button", { type: "button", class: "link" }, "Use a recovery code instead");
+  toggle.addEventListener("click", () => {
+    useRecovery = !useRecovery;
+    otpField.hidden = otp.disabled = useRecovery;
+    recoveryField.hidden = recovery.disabled = !useRecovery;
+    toggle.textContent = useRecovery
+      ? "Use a code from your authenticator app instead"
+      : "Use a recovery code instead";
+    clearMessages();
+    (useRecovery ? recovery : otp).focus();
+  });
+  const back = h("button", { type: "button", class: "link" }, "Start over");
+  back.addEventListener("click", () => {
+    clearMessages();
+    startOver();
+  });
+  const titleId = uid("step");
+  const form = actionForm(
+    { class: "stack narrow", "aria-labelledby": titleId },
+    [otpField, recoveryField],
+    "Verify",
+    async () => {
+      const input = useRecovery ? recovery : otp;
+      const code = input.value.trim();
+      input.value = "";
+      try {
+        await signIn({ ...credentials, ...(useRecovery ? { recovery_code: code } : { otp: code }) });
+      } catch (error) {
+        input.focus();
+        if (!(error instanceof ApiError && error.status === 400)) throw error;
+        throw new Error(
+          useRecovery
+            ? "That recovery code is not valid, or it was used already."
+            : "That code is not valid. Enter the code the app shows now.",
+        );
+      }
+    },
+  );
+  return h(
+    "div",
+    { class: "second-factor" },
+    h("h2", { id: titleId }, "Two-step sign-in"),
+    h("p", {}, `The account ${credentials.username} asks for a second factor.`),
+    form,
+    h("p", { class: "actions" }, toggle, back),
+  );
+}
+
+async function pageForgotPassword(view) {
+  const email = h("input", { name: "email", type: "email", autocomplete: "email", required: true });
+  const form = actionForm(
+    { class: "stack narrow", "aria-labelledby": "page-heading" },
+    [field("Email", email, "The address of your account.")],
+    "Send the link",
+    async () => {
+      await api("POST", "/auth/password/forgot", { json: { email: email.value.trim() } });
+      // The same answer whether or not an account has the address (the server's is, too).
+      form.reset();
+      showStatus("If an account has that address, a mail with a link is on its way.");
+    },
+  );
+  view.append(
+    heading("Forgot your password?"),
+    h("p", {}, "We will mail you a link to set a new password. It works once, for a while."),
+    form,
+    h("p", {}, h("a", { href: "#/signin" }, "Back to sign in")),
+  );
+}
+
+/** What a mail's link says when its token is missing or the server refused it. */
+function badLink(what, again) {
+  return [
+    h("p", {}, `This ${what} link is not valid: it may have expired or been used already.`),
+    h("p", {}, again),
+  ];
+}
+
+async function pageResetPassword(view, { params }) {
+  const token = params.get("token");
+  const askAgain = h("a", { href: "#/forgot-password" }, "Ask for a new link");
+  view.append(heading("Set a new password"));
+  if (!token) {
+    view.append(badLink("password-reset", askAgain));
+    return;
+  }
+  const password = newPasswordPair(
+    "At least 15 characters; spaces are fine. Not a common password.",
+  );
+  view.append(
+    actionForm(
+      { class: "stack narrow", "aria-labelledby": "page-heading" },
+      password.fields,
+      "Set new password",
+      async () => {
+        if (!password.confirmed()) return;
+        try {
+          await api("POST", "/auth/password/reset", {
+            json: { token, new_password: password.value() },
+          });
+        } catch (error) {
+          if (error instanceof ApiError && error.status === 400) {
+            throw new Error("This link is not valid: it may have expired or been used already.");
+          }
+          throw error; // 422: the policy's reasons, field by field
+        }
+        // A reset signs in nowhere and ends every session, this browser's too.
+        me = null;
+        deadCookie = csrfToken();
+        returnTo = null;
+        flash = {
+          kind: "status",
+          text: "Your new password is set, and every session of your account was signed out. " +
+            "Sign in with the new password.",
+        };
+        navigate("#/signin");
+      },
+    ),
+    h("p", {}, "Link expired? ", askAgain),
+  );
+}
+
+async function pageVerifyEmail(view, { params }) {
+  const token = params.get("token");
+  const onward = me
+    ? h("a", { href: "#/account" }, "Go to your account")
+    : h("a", { href: "#/signin" }, "Sign in");
+  const again = me
+    ? h("span", {}, "Send a new one from your ", h("a", { href: "#/account" }, "account"), ".")
+    : h("span", {}, "Sign in and send a new one from your account. ", onward);
+  if (!token) {
+    view.append(heading("Verify your email"), badLink("verification", again));
+    return;
+  }
+  try {
+    await api("POST", "/auth/email/verify", { json: { token } });
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 400)) throw error;
+    view.append(heading("Email not verified"), badLink("verification", again));
+    return;
+  }
+  if (me) me = { ...me, email_verified: true };
+  view.append(heading("Email verified"), h("p", {}, "Your email address is verified."), onward);
 }
 
 async function pageRegister(view) {
@@ -671,7 +921,7 @@ async function pageRegister(view) {
           },
         });
         flash = { kind: "status", text: "Your account is ready." };
-        await signIn(username.value, password.value);
+        await signIn({ username: username.value, password: password.value });
       }),
     );
   });
@@ -940,52 +1190,36 @@ async function pageAccount(view) {
     "dl",
     { class: "details" },
     h("dt", {}, "Username"), h("dd", {}, me.username),
-    h("dt", {}, "Email"), h("dd", {}, me.email),
+    h("dt", {}, "Email"),
+    h(
+      "dd",
+      {},
+      me.email,
+      me.email_verified
+        ? h("strong", { class: "tag" }, "Verified")
+        : h("strong", { class: "tag plain" }, "Not verified"),
+    ),
     h("dt", {}, "Roles"), h("dd", {}, me.roles.join(", ")),
+    h("dt", {}, "Two-step sign-in"), h("dd", {}, me.mfa_enabled ? "On" : "Off"),
     h("dt", {}, "Member since"), h("dd", {}, when(me.created_at)),
   );
 
-  // The account's name, for password managers (the form has no username field of its own).
-  const username = h("input", {
-    type: "text", autocomplete: "username", value: me.username, hidden: true, readonly: true,
-  });
-  const current = h("input", {
-    type: "password", autocomplete: "current-password", required: true,
-  });
-  const next = h("input", {
-    type: "password", autocomplete: "new-password", required: true, minlength: "15",
-    maxlength: "128",
-  });
-  const again = h("input", { type: "password", autocomplete: "new-password", required: true });
-  const change = h("button", { type: "submit" }, "Change password");
-  const passwordForm = h(
-    "form",
+  const current = passwordInput();
+  const next = newPasswordPair("At least 15 characters. Your other sessions are signed out.");
+  const passwordForm = actionForm(
     { class: "stack narrow", "aria-labelledby": "password-heading" },
-    username,
-    field("Current password", current),
-    field("New password", next, "At least 15 characters. Your other sessions are signed out."),
-    field("New password, again", again),
-    change,
+    [accountNameField(me.username), field("Current password", current), next.fields],
+    "Change password",
+    async () => {
+      if (!next.confirmed()) return;
+      await api("POST", "/auth/password", {
+        json: { current_password: current.value, new_password: next.value() },
+      });
+      passwordForm.reset();
+      showStatus("Password changed. Your other sessions were signed out.");
+      await loadSessions(true);
+    },
   );
-  passwordForm.addEventListener("submit", (event) => {
-    event.preventDefault();
-    if (next.value !== again.value) {
-      showAlert("The new passwords do not match.");
-      again.focus();
-      return;
-    }
-    busy(
-      change,
-      attempt(async () => {
-        await api("POST", "/auth/password", {
-          json: { current_password: current.value, new_password: next.value },
-        });
-        passwordForm.reset();
-        showStatus("Password changed. Your other sessions were signed out.");
-        await loadSessions(true);
-      }),
-    );
-  });
 
   const sessionsBody = h("tbody");
   const moreSessions = h(
@@ -1018,15 +1252,14 @@ async function pageAccount(view) {
   view.append(
     heading("Account"),
     details,
+    me.email_verified ? null : emailSection(),
     h(
       "section",
       { "aria-labelledby": "password-heading" },
       h("h2", { id: "password-heading" }, "Change password"),
       passwordForm,
     ),
-    // Second factor (a later issue): the TOTP set-up (password, QR code from the server's
-    // data: URI, confirmation code), the recovery codes and turning MFA off go in a section
-    // of their own here, between the password and the sessions.
+    secondFactorSection(),
     h(
       "section",
       { "aria-labelledby": "sessions-heading" },
@@ -1041,6 +1274,181 @@ async function pageAccount(view) {
     ),
   );
   await loadSessions(true);
+}
+
+/** An unverified address, and the button that mails a link to verify it. */
+function emailSection() {
+  const send = actionButton({ class: "secondary" }, "Send verification mail", async () => {
+    await api("POST", "/auth/email/verification");
+    showStatus(`A mail with a link is on its way to ${me.email}. Open the link to verify it.`);
+  });
+  return h(
+    "section",
+    { "aria-labelledby": "email-heading" },
+    h("h2", { id: "email-heading" }, "Email address"),
+    h("p", {}, `Your address ${me.email} is not verified yet.`),
+    send,
+  );
+}
+
+/** Two-step sign-in (TOTP): set up when off; new recovery codes, or off, when on. */
+function secondFactorSection() {
+  const section = h("section", { "aria-labelledby": "mfa-heading" });
+  const show = (...content) =>
+    section.replaceChildren(h("h2", { id: "mfa-heading" }, "Two-step sign-in"), ...content);
+  const showCodes = (codes, title) => show(recoveryCodesPanel(codes, title));
+
+  if (!me.mfa_enabled) {
+    const password = passwordInput();
+    show(
+      h(
+        "p",
+        {},
+        "Off. With it on, signing in also asks for a code from an authenticator app on " +
+          "your phone, so a stolen password alone is not enough.",
+      ),
+      actionForm(
+        { class: "stack narrow", "aria-label": "Set up two-step sign-in" },
+        [accountNameField(me.username), field("Your password", password)],
+        "Set up two-step sign-in",
+        async () => {
+          const enrolment = await api("POST", "/auth/mfa/totp", {
+            json: { password: password.value },
+          });
+          show(...enrolmentSteps(enrolment, (codes) => showCodes(codes, "Your recovery codes")));
+        },
+      ),
+    );
+    return section;
+  }
+  show(
+    h("p", {}, "On: signing in asks for a code from your authenticator app."),
+    h("h3", {}, "New recovery codes"),
+    h("p", {}, "A new set of ten; the codes you have now stop working."),
+    confirmedForm("Make new recovery codes", "secondary", async (proof) => {
+      const answer = await api("POST", "/auth/mfa/recovery-codes", { json: proof });
+      showCodes(answer.recovery_codes, "Your new recovery codes");
+    }),
+    h("h3", {}, "Turn off"),
+    h("p", {}, "Signing in will ask for your password only."),
+    confirmedForm("Turn off two-step sign-in", "danger", async (proof) => {
+      await api("DELETE", "/auth/mfa/totp", { json: proof });
+      flash = { kind: "status", text: "Two-step sign-in is off." };
+      route();
+    }),
+  );
+  return section;
+}
+
+/** A form named ``action`` that asks the password and a current code, and hands
+ * ``{password, otp}`` to ``send``. */
+function confirmedForm(action, buttonClass, send) {
+  const password = passwordInput();
+  const otp = codeInput();
+  return actionForm(
+    { class: "stack narrow", "aria-label": action },
+    [accountNameField(me.username), field("Your password", password), field(CODE_LABEL, otp)],
+    h("button", { type: "submit", class: buttonClass }, action),
+    () => send({ password: password.value, otp: otp.value.trim() }),
+  );
+}
+
+/** The base32 secret in groups of four, as authenticator apps ask for it when typed. */
+function groupedSecret(secret) {
+  return String(secret).replace(/\s+/g, "").match(/.{1,4}/g)?.join(" ") || "";
+}
+
+/** Setting up: the QR code (the server's data: URI), the same secret to type, and the
+ * first code, whose confirmation turns MFA on; ``confirmed`` gets the recovery codes. */
+function enrolmentSteps(enrolment, confirmed) {
+  const qr =
+    typeof enrolment.qr_code === "string" && enrolment.qr_code.startsWith("data:image/svg+xml")
+      ? h("img", {
+          src: enrolment.qr_code, class: "qr", width: "200", height: "200",
+          alt: "QR code with the set-up key for your authenticator app",
+        })
+      : null;
+  const otp = codeInput();
+  const confirm = actionForm(
+    { class: "stack narrow", "aria-label": "Confirm two-step sign-in" },
+    [field(CODE_LABEL, otp)],
+    "Turn on two-step sign-in",
+    async () => {
+      const answer = await api("POST", "/auth/mfa/totp/confirm", {
+        json: { otp: otp.value.trim() },
+      });
+      me = { ...me, mfa_enabled: true };
+      confirmed(answer.recovery_codes);
+    },
+  );
+  const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
+  cancel.addEventListener("click", () => route());
+  return [
+    h(
+      "ol",
+      { class: "steps" },
+      h(
+        "li",
+        {},
+        h("p", {}, "Scan this QR code with your authenticator app:"),
+        qr || h("p", { class: "hint" }, "(No QR code: type the key below.)"),
+      ),
+      h(
+        "li",
+        {},
+        h("p", {}, "Or, if you cannot scan it, type this key into the app (a time-based key):"),
+        h("p", {}, h("code", { class: "secret", "aria-label": "Set-up key" },
+          groupedSecret(enrolment.secret))),
+      ),
+      h("li", {}, h("p", {}, "Enter the 6-digit code the app shows now:"), confirm),
+    ),
+    cancel,
+  ];
+}
+
+/** Recovery codes, shown once: to copy, to download, and a plain warning. */
+function recoveryCodesPanel(codes, title) {
+  const text = `${codes.join("\n")}\n`;
+  const copy = actionButton({ class: "secondary" }, "Copy the codes", async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      throw new Error("The codes could not be copied: select them and copy them by hand.");
+    }
+    showStatus("The recovery codes are copied.");
+  });
+  const download = h("button", { type: "button", class: "secondary" }, "Download as .txt");
+  download.addEventListener("click", () => saveText("bastion-recovery-codes.txt", text));
+  const done = h("button", { type: "button" }, "I have stored them");
+  done.addEventListener("click", () => {
+    flash = { kind: "status", text: "Two-step sign-in is on." };
+    route();
+  });
+  const titleId = uid("codes");
+  return h(
+    "div",
+    { class: "recovery-codes", role: "group", "aria-labelledby": titleId },
+    h("h3", { id: titleId }, title),
+    h(
+      "p",
+      { class: "warning" },
+      h("strong", {}, "Store these now: they will not be shown again."),
+      " Each one signs you in once, in place of a code from the app, should you lose it. " +
+        "Keep them apart from your password (a password manager will do).",
+    ),
+    h("ol", { class: "codes" }, codes.map((code) => h("li", {}, h("code", {}, code)))),
+    h("div", { class: "actions" }, copy, download, done),
+  );
+}
+
+/** Offers ``text`` as a file download: a Blob behind a one-off link. */
+function saveText(name, text) {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/plain;charset=utf-8" }));
+  const link = h("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 30_000); // once the download has read it
 }
 
 function sessionRow(session) {
@@ -1106,7 +1514,7 @@ async function pageUsers(view, { params }) {
         "table",
         { class: "data" },
         h("caption", { class: "visually-hidden" }, "Users"),
-        columns("Username", "Email", "Roles", "State", "Actions"),
+        columns("Username", "Email", "Roles", "State", "Two-step sign-in", "Actions"),
         body,
       ),
     ),
@@ -1121,6 +1529,12 @@ async function pageUsers(view, { params }) {
   };
   more.addEventListener("click", () => busy(more, attempt(load)));
   await load();
+}
+
+/** Whether a user has MFA on, as the admin API says ("—" where it does not say). */
+function twoStep(user) {
+  if (typeof user.mfa_enabled !== "boolean") return "—";
+  return user.mfa_enabled ? "On" : "Off";
 }
 
 function userRow(initial) {
@@ -1199,6 +1613,7 @@ function userRow(initial) {
       h("td", { class: "wrap" }, user.email),
       h("td", {}, rolesForm),
       h("td", {}, state),
+      h("td", {}, twoStep(user)),
       h("td", { class: "actions" }, toggle, " ", unlock),
     );
     if (focus) row.querySelector(`[data-focus="${focus}"]`)?.focus();
