@@ -34,13 +34,20 @@ from bastion.dependencies import TOKEN_URL
 from bastion.health.router import router as health_router
 from bastion.identity.accounts import Accounts
 from bastion.identity.cookie_sessions import CookieSessions
+from bastion.identity.email_flows import EmailFlows
+from bastion.identity.email_router import router as email_router
 from bastion.identity.grants import Grants
 from bastion.identity.issuance import TokenIssuer
 from bastion.identity.lockout import Lockout
+from bastion.identity.mfa import MfaEnrolment
+from bastion.identity.mfa_router import router as mfa_router
 from bastion.identity.revocation import Revocation
 from bastion.identity.router import router as identity_router
+from bastion.identity.second_factor import SecondFactorCheck
 from bastion.identity.sessions import Sessions
 from bastion.logs import configure_logging, get_logger
+from bastion.mail.sender import MailSender
+from bastion.mail.transport import transport_for
 from bastion.middleware import (
     CORSMiddleware,
     HTTPSRedirectMiddleware,
@@ -52,7 +59,7 @@ from bastion.ratelimiting import RateLimiter
 from bastion.security.client_ip import TrustedProxies
 from bastion.security.cursors import CursorCodec
 from bastion.security.passwords import PasswordHasher
-from bastion.security.permissions import ALL_PERMISSIONS
+from bastion.security.permissions import ALL_PERMISSIONS, USERS_WRITE
 from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
 from bastion.services import STATE_KEY, Services, services_of
 from bastion.storage import Database, StorageUnavailable
@@ -67,6 +74,7 @@ from bastion.storage.revocations import (
     RedisRevocationStore,
     RevocationStore,
 )
+from bastion.storage.encryption_key import load_encryption_keys
 from bastion.storage.service_secrets import service_secret
 from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
 from bastion.toolkit._security import BastionSecurity
@@ -120,6 +128,8 @@ def service_security(services: Services) -> BastionSecurity:
         authenticator=services.authenticator,
         permissions=ALL_PERMISSIONS,
         token_url=TOKEN_URL,
+        # BASTION_ADMIN_MFA=required: changing users needs a second factor (RFC 9470).
+        second_factor_for={USERS_WRITE} if settings.admin_mfa_required else (),
         max_body_bytes=settings.max_body_bytes,
         rate_limiter=services.rate_limiter,
         audit=DatabaseAuditSink(services.database),
@@ -157,9 +167,12 @@ def build_services(settings: Settings) -> Services:
     )
     revocations.restore_with(revocation.restore_quietly)
     lockout = Lockout(settings=settings)
+    encryption = load_encryption_keys(settings)
+    factors = SecondFactorCheck(keys=encryption, lockout=lockout)
     cookie_sessions = CookieSessions(
         settings=settings, database=database, revocations=revocations
     )
+    mail = MailSender(database=database, keys=encryption, transport=transport_for(settings))
     return Services(
         settings=settings,
         database=database,
@@ -176,11 +189,31 @@ def build_services(settings: Settings) -> Services:
             lockout=lockout,
             revocation=revocation,
             cookies=cookie_sessions,
+            factors=factors,
         ),
         revocation=revocation,
         admin=AdminService(revocation=revocation),
         sessions=Sessions(revocation=revocation),
         cookie_sessions=cookie_sessions,
+        mfa=MfaEnrolment(
+            settings=settings,
+            database=database,
+            hasher=hasher,
+            lockout=lockout,
+            revocation=revocation,
+            factors=factors,
+            keys=encryption,
+        ),
+        mail=mail,
+        encryption=encryption,
+        email_flows=EmailFlows(
+            settings=settings,
+            database=database,
+            hasher=hasher,
+            revocation=revocation,
+            encryption=encryption,
+            mail=mail,
+        ),
     )
 
 
@@ -215,6 +248,8 @@ async def start_services(app: FastAPI) -> None:
         task = asyncio.create_task(_start_when_the_database_answers(app))
         _deferred_starts[id(services.keys)] = task
         task.add_done_callback(lambda _: _deferred_starts.pop(id(services.keys), None))
+    # Also while the database is away: the sender waits out outages on its own.
+    await services.mail.start()
 
 
 async def _start_work(app: FastAPI) -> None:
@@ -251,6 +286,7 @@ async def _start_when_the_database_answers(app: FastAPI) -> None:
 
 
 async def stop_services(services: Services) -> None:
+    await services.mail.stop()
     deferred = _deferred_starts.pop(id(services.keys), None)
     if deferred is not None:
         deferred.cancel()
@@ -291,7 +327,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # user's, a test's), the OpenAPI completion and the start-up check of every route.
     service_security(services).install(app)
     install_services(app, services)
-    for router in (health_router, identity_router, notes_router, admin_router):
+    for router in (
+        health_router, identity_router, mfa_router, email_router, notes_router, admin_router
+    ):
         add_routes(app, router)
     mount_docs(app)
     mount_console(app)

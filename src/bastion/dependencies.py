@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bastion.audit.context import AuditContext
 from bastion.audit.events import AuditEventType, Outcome
 from bastion.audit.sinks import SecurityEvent
-from bastion.errors import InsufficientScope, Unauthenticated
+from bastion.errors import InsufficientScope, InsufficientUserAuthentication, Unauthenticated
 from bastion.layer import layer_of
 from bastion.middleware.access_log import USER_ID_SCOPE_KEY
 from bastion.middleware.route_template import route_template
@@ -110,11 +110,19 @@ class BearerToken(OAuth2):
     async def authorize(
         self, request: Request, principal: Principal, scopes: Sequence[str]
     ) -> None:
-        """403 (audited) unless the principal's scope holds every one of ``scopes``."""
+        """403 (audited) unless the principal's scope holds every one of ``scopes``, and,
+        for a permission that needs one, the principal signed in with a second factor."""
         missing = set(scopes) - principal.scopes
         if missing:
             await audit_denial(request, principal, sorted(missing))
             raise InsufficientScope(sorted(scopes))
+        if scopes and not principal.second_factor:
+            stepping_up = layer_of(request.app).second_factor_for.intersection(scopes)
+            if stepping_up:
+                await audit_denial(
+                    request, principal, sorted(stepping_up), reason="second_factor_required"
+                )
+                raise InsufficientUserAuthentication
 
     async def _principal(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
@@ -155,7 +163,9 @@ def _bearer_token(rate_limit: RateLimit | None) -> BearerToken:
 bearer_token = _bearer_token(DEFAULT_LIMIT)
 
 
-async def audit_denial(request: Request, principal: Principal, missing: list[str]) -> None:
+async def audit_denial(
+    request: Request, principal: Principal, missing: list[str], *, reason: str | None = None
+) -> None:
     """Every 403 is an audit event, recorded by the app's audit sink before the 403 is
     sent (bastion's service: committed to its audit log on its own)."""
     context = AuditContext.of(request)
@@ -171,6 +181,7 @@ async def audit_denial(request: Request, principal: Principal, missing: list[str
                 "method": request.method,
                 "route": route_template(request.scope),
                 "missing": " ".join(missing),
+                **({"reason": reason} if reason else {}),
             },
         )
     )

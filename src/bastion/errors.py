@@ -73,6 +73,16 @@ class InsufficientScope(Forbidden):
         self.required = required
 
 
+class InsufficientUserAuthentication(Forbidden):
+    """A valid token with the permission, but signed in without the second factor the
+    route needs (RFC 9470 step-up): sign in again with it."""
+
+    detail = (
+        "This needs a sign-in with a second factor: set up TOTP, then sign in again with "
+        "a code."
+    )
+
+
 class CsrfRefused(Forbidden):
     """A cookie-authenticated request that did not come from the service's own pages."""
 
@@ -272,6 +282,12 @@ async def _domain_problem(request: Request, exc: Exception) -> Response:
         challenge = (
             f'Bearer realm="{realm_of(request.app)}", error="insufficient_scope", '
             f'scope="{" ".join(exc.required)}"'
+        )
+        return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})
+    if isinstance(exc, InsufficientUserAuthentication):
+        challenge = (
+            f'Bearer realm="{realm_of(request.app)}", error="insufficient_user_authentication", '
+            'error_description="A second factor is required"'
         )
         return ProblemResponse(request, status, exc.detail, headers={"WWW-Authenticate": challenge})
     if isinstance(exc, InvalidFields):

@@ -18,11 +18,15 @@ if TYPE_CHECKING:
     from bastion.config import Settings
     from bastion.identity.accounts import Accounts
     from bastion.identity.cookie_sessions import CookieSessions
+    from bastion.identity.email_flows import EmailFlows
     from bastion.identity.grants import Grants
+    from bastion.identity.mfa import MfaEnrolment
     from bastion.identity.revocation import Revocation
     from bastion.identity.sessions import Sessions
+    from bastion.mail.sender import MailSender
     from bastion.ratelimiting import RateLimiter
     from bastion.security.cursors import CursorCodec
+    from bastion.security.encryption import EncryptionKeys
     from bastion.storage.database import Database
     from bastion.storage.signing_keys import KeyRingHolder
 
@@ -53,6 +57,13 @@ class Services:
     admin: AdminService
     sessions: Sessions
     cookie_sessions: CookieSessions
+    mfa: MfaEnrolment
+    # Mail leaves through the outbox; its sender runs from start to stop (bastion.mail).
+    mail: MailSender
+    # BASTION_ENCRYPTION_KEY's keys, for secrets at rest (TOTP secrets, queued mail).
+    encryption: EncryptionKeys
+    # Mailed links: email verification and password reset.
+    email_flows: EmailFlows
     # Signed pagination cursors; the secret lives in the database, so it is set at start.
     cursor_codec: CursorCodec | None = None
 

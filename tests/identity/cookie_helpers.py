@@ -21,11 +21,13 @@ async def sign_in(
     password: str = PASSWORD,
     *,
     headers: dict[str, str] | None = None,
+    **second_factor: str,
 ) -> httpx.Response:
-    """``POST /auth/session`` as the console's sign-in form sends it."""
+    """``POST /auth/session`` as the console's sign-in form sends it (with ``otp`` or
+    ``recovery_code`` when given)."""
     return await client.post(
         "/auth/session",
-        data={"username": username, "password": password},
+        data={"username": username, "password": password, **second_factor},
         headers=SAME_ORIGIN if headers is None else headers,
     )
 

@@ -291,7 +291,10 @@ async def test_the_jwt_verifies_with_the_published_jwks(
         audience="bastion",
         issuer="http://127.0.0.1:8000",
     )
-    assert set(claims) == {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "scope"}
+    assert set(claims) == {
+        "iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid", "scope", "amr"
+    }
+    assert claims["amr"] == ["pwd"]  # RFC 8176: a password, no second factor
     assert all("d" not in key for key in jwks["keys"])  # never a private part
 
 

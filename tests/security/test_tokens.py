@@ -86,6 +86,7 @@ def test_sign_verify_round_trip(algorithm: str, asymmetric_keys: dict[str, Signi
         scopes=frozenset({"notes:read", "notes:write"}),
         issued_at=payload["iat"],
         expires_at=payload["exp"],
+        methods=frozenset({"pwd"}),
     )
     with pytest.raises(InvalidToken):
         ring.verify(token, issuer=ISSUER, audience="someone-else")

@@ -22,6 +22,7 @@ from bastion.config.findings import (
     OWASP_ARGON2_TIME_COST,
     insecure_findings,
 )
+from bastion.security.encryption import EncryptionKeys
 from bastion.security.hostport import parse_host_port, web_origin
 from bastion.security.ratelimits import parse_limit
 
@@ -163,6 +164,14 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _valid_encryption_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        """Checked at start (and by every command), never first when a secret is read."""
+        if value is not None:
+            EncryptionKeys.parse(value.get_secret_value())
         return value
 
     @field_validator("public_url")

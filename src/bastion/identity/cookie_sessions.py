@@ -70,6 +70,7 @@ _BY_SECRET = (
         _sessions.user_id,
         _sessions.kind,
         _sessions.scope,
+        _sessions.amr,
         _sessions.expires_at,
         _sessions.last_used_at,
         _sessions.revoked_at,
@@ -122,6 +123,7 @@ class _Known:
     session_id: str
     user_id: str
     scopes: frozenset[str]
+    methods: frozenset[str]
     # The cut-off it was read against: a later role change or disable moves the user's
     # cut-off past it, and the revocation store then sends this entry back to the database.
     issued_at: int
@@ -138,6 +140,7 @@ class _Known:
             issued_at=self.issued_at,
             expires_at=int(self.expires_at.timestamp()),
             via_cookie=True,
+            methods=self.methods,
         )
 
 
@@ -185,15 +188,21 @@ class CookieSessions:
     # Opening and ending ------------------------------------------------------------
 
     def open(
-        self, session: AsyncSession, account: AccountState, now: datetime, audit: AuditContext
+        self,
+        session: AsyncSession,
+        account: AccountState,
+        now: datetime,
+        audit: AuditContext,
+        methods: tuple[str, ...] = ("pwd",),
     ) -> CookieLogin:
-        """A new cookie session for an account whose password was just verified on its
-        locked row (``Grants.cookie_sign_in``), holding every permission of its roles."""
+        """A new cookie session for an account whose password (and second factor) was just
+        verified on its locked row (``Grants.cookie_sign_in``), holding every permission of
+        its roles."""
         secret = secrets.token_urlsafe(32)
         login = new_login_session(
             account, granted_permissions(account.roles), now, audit,
             lifetime_seconds=self.settings.cookie_max_ttl,
-            kind=COOKIE_KIND, secret_hash=hash_cookie_secret(secret),
+            kind=COOKIE_KIND, secret_hash=hash_cookie_secret(secret), methods=methods,
         )
         session.add(login)
         return CookieLogin(secret=secret, session_id=str(login.id))
@@ -305,6 +314,7 @@ class CookieSessions:
             session_id=str(row.id),
             user_id=str(row.user_id),
             scopes=scopes,
+            methods=frozenset(row.amr.split()),
             issued_at=max(int(now.timestamp()), row.tokens_revoked_before or 0),
             expires_at=row.expires_at,
             last_used_at=row.last_used_at or now,

@@ -43,6 +43,10 @@ class AccountState:
     disabled: bool
     locked_until: datetime | None
     tokens_revoked_before: int | None
+    # The second factor: on, its encrypted TOTP secret, the last step a code was accepted for.
+    mfa_enabled: bool = False
+    totp_secret: str | None = None
+    totp_last_step: int | None = None
 
     @classmethod
     def of(cls, user: User) -> AccountState:
@@ -55,6 +59,9 @@ class AccountState:
             disabled=user.disabled,
             locked_until=user.locked_until,
             tokens_revoked_before=user.tokens_revoked_before,
+            mfa_enabled=user.mfa_enabled,
+            totp_secret=user.totp_secret,
+            totp_last_step=user.totp_last_step,
         )
 
     def locked(self, now: datetime) -> bool:

@@ -31,6 +31,7 @@ def new_login_session(
     lifetime_seconds: int,
     kind: str = "bearer",
     secret_hash: str | None = None,
+    methods: tuple[str, ...] = ("pwd",),
 ) -> LoginSession:
     """A session opened now, with the address and device it was opened from (for the
     owner to recognise it in ``GET /auth/sessions``)."""
@@ -39,6 +40,7 @@ def new_login_session(
         user_id=account.user_id,
         kind=kind,
         secret_hash=secret_hash,
+        amr=" ".join(methods),
         scope=" ".join(sorted(scopes)),
         created_at=now,
         expires_at=now + timedelta(seconds=lifetime_seconds),
@@ -60,10 +62,13 @@ class TokenIssuer:
         scopes: frozenset[str],
         now: datetime,
         audit: AuditContext,
+        methods: tuple[str, ...] = ("pwd",),
     ) -> LoginSession:
-        """A new bearer session holding what the login granted (a refresh may narrow it)."""
+        """A new bearer session holding what the login granted (a refresh may narrow it)
+        and how the user proved who they are (never upgraded later)."""
         login = new_login_session(
-            account, scopes, now, audit, lifetime_seconds=self.settings.session_max_age
+            account, scopes, now, audit,
+            lifetime_seconds=self.settings.session_max_age, methods=methods,
         )
         session.add(login)
         return login
@@ -102,6 +107,7 @@ class TokenIssuer:
                 scopes=scopes,
                 lifetime=lifetime,
                 now=account.issued_at(now),
+                methods=login.amr.split(),
             )
         )
         subject = str(account.user_id)

@@ -25,7 +25,13 @@ from bastion.security.tokens import LEEWAY_SECONDS, InvalidToken, TokenVerifier,
 from bastion.storage.database import Database
 from bastion.storage.revocations import RevocationStore
 from bastion.storage.signing_keys import KeyRingHolder
-from bastion.storage.tables import LoginSession, RefreshToken, RevokedAccessToken, User
+from bastion.storage.tables import (
+    LoginSession,
+    MfaChallenge,
+    RefreshToken,
+    RevokedAccessToken,
+    User,
+)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -63,13 +69,16 @@ class Revocation:
         reason: str,
         keep: uuid.UUID | None = None,
     ) -> None:
-        """Every session of the user that is still live, except ``keep``."""
+        """Every session of the user that is still live, except ``keep``, and every
+        password grant still waiting for its second factor (``mfa_token``): whatever
+        ended the sessions (a password change or reset, a disable) ends those too."""
         query = select(LoginSession).where(
             LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None)
         )
         if keep is not None:
             query = query.where(LoginSession.id != keep)
         await self.revoke_sessions(session, await session.scalars(query), reason=reason)
+        await session.execute(delete(MfaChallenge).where(MfaChallenge.user_id == user_id))
 
     async def cut_off_user(self, session: AsyncSession, user: User, now: datetime) -> int:
         """Refuses every access token of ``user`` issued so far; returns the cut-off second.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -12,7 +13,7 @@ from bastion.audit.context import AuditContext
 from bastion.clock import utc_now
 from bastion.dependencies import CurrentPrincipal, DbReader, DbSession, authenticated, public
 from bastion.identity.cookie_sessions import CookieSessions
-from bastion.identity.grants import GrantError
+from bastion.identity.grants import GrantError, Grants, MfaRequired
 from bastion.identity.schemas import (
     JsonWebKeySet,
     OAuthError,
@@ -22,6 +23,7 @@ from bastion.identity.schemas import (
     TokenResponse,
     UserPublic,
 )
+from bastion.identity.second_factor import FactorProof
 from bastion.middleware.body_limit import SMALL_BODY_BYTES
 from bastion.pagination import (
     DEFAULT_LIMIT,
@@ -43,7 +45,8 @@ router = service_router("identity")
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 10
-GRANT_TYPES = ("password", "refresh_token")
+MFA_GRANT_TYPE = "urn:bastion:params:oauth:grant-type:mfa"
+GRANT_TYPES = ("password", "refresh_token", MFA_GRANT_TYPE)
 # Checking the current password is a password guess like a login: same shared quota.
 PasswordChanger = Annotated[Principal, authenticated(rate_limit=LOGIN_LIMIT)]
 
@@ -76,6 +79,9 @@ _TOKEN_PROPERTIES = {
     "password": {**_FORM_TEXT, "format": "password"},
     "refresh_token": _FORM_TEXT,
     "scope": _FORM_TEXT,
+    "mfa_token": _FORM_TEXT,
+    "otp": _FORM_TEXT,
+    "recovery_code": _FORM_TEXT,
 }
 _REVOKE_PROPERTIES = {"token": {**_FORM_TEXT, "minLength": 1}, "token_type_hint": _FORM_TEXT}
 _TOKEN_FORM = _form_body(["grant_type"], _TOKEN_PROPERTIES)
@@ -111,12 +117,26 @@ def _bad_form() -> JSONResponse:
     return _oauth_error("invalid_request", "The request must be a valid form.")
 
 
-def _oauth_error(error: str, description: str) -> JSONResponse:
+def _oauth_error(
+    error: str, description: str, *, status_code: int = 400, **extra: str
+) -> JSONResponse:
+    body = OAuthError(error=error, error_description=description).model_dump()
     return JSONResponse(
-        OAuthError(error=error, error_description=description).model_dump(),
-        status_code=400,
+        {**body, **extra},
+        status_code=status_code,
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )
+
+
+def _factor_proof(form: dict[str, str]) -> FactorProof | JSONResponse | None:
+    """The second factor a form carries: ``otp`` or ``recovery_code`` (None: neither);
+    both at once is an ``invalid_request``."""
+    otp, recovery_code = form.get("otp"), form.get("recovery_code")
+    if otp and recovery_code:
+        return _oauth_error("invalid_request", "Send otp or recovery_code, not both.")
+    if otp or recovery_code:
+        return FactorProof(otp=otp, recovery_code=recovery_code)
+    return None
 
 
 @router.post(
@@ -140,7 +160,10 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
         400: {
             "model": OAuthError,
             "description": "RFC 6749 §5.2 error (`invalid_request`, `invalid_grant`, "
-            "`unsupported_grant_type`, `invalid_scope`), with `Cache-Control: no-store`.",
+            "`unsupported_grant_type`, `invalid_scope`), with `Cache-Control: no-store`; "
+            "or `mfa_required` with an `mfa_token` (single use, 5 minutes): the password was "
+            "right and the account has a second factor; complete the sign-in with "
+            f"`grant_type={MFA_GRANT_TYPE}`, the `mfa_token` and `otp` or `recovery_code`.",
         }
     },
     openapi_extra=_TOKEN_FORM,
@@ -148,47 +171,81 @@ async def register(body: RegisterRequest, request: Request, session: DbSession) 
     max_body_size=SMALL_BODY_BYTES,
 )
 async def token(request: Request) -> Response:
-    """OAuth2 token endpoint (RFC 6749): ``password`` and ``refresh_token`` grants."""
+    """OAuth2 token endpoint (RFC 6749): the ``password`` and ``refresh_token`` grants, and
+    ``urn:bastion:params:oauth:grant-type:mfa`` to complete a password grant that answered
+    ``mfa_required``."""
     form = await _read_form(request, TOKEN_PARAMETERS)
     if form is None:
         return _bad_form()
     grant_type = form.get("grant_type")
-    grants = services_of(request.app).grants
+    if grant_type is None:
+        return _oauth_error("invalid_request", "grant_type is required.")
+    grant = _GRANTS.get(grant_type)
+    if grant is None:
+        return _oauth_error(
+            "unsupported_grant_type", f"Use password, refresh_token or {MFA_GRANT_TYPE}."
+        )
     try:
-        if grant_type == "password":
-            username, password = form.get("username"), form.get("password")
-            if not username or not password:
-                return _oauth_error("invalid_request", "username and password are required.")
-            issued = await grants.password_grant(
-                username=username,
-                password=password,
-                scope=form.get("scope"),
-                audit=AuditContext.of(request),
-            )
-        elif grant_type == "refresh_token":
-            refresh_token = form.get("refresh_token")
-            if not refresh_token:
-                return _oauth_error("invalid_request", "refresh_token is required.")
-            issued = await grants.refresh_grant(
-                refresh_token=refresh_token,
-                scope=form.get("scope"),
-                audit=AuditContext.of(request),
-            )
-        elif grant_type is None:
-            return _oauth_error("invalid_request", "grant_type is required.")
-        else:
-            return _oauth_error("unsupported_grant_type", "Use password or refresh_token.")
+        issued = await grant(services_of(request.app).grants, form, AuditContext.of(request))
+    except MfaRequired as required:
+        assert required.mfa_token is not None  # noqa: S101 (the password grant sets it)
+        return _oauth_error(required.error, required.description, mfa_token=required.mfa_token)
     except GrantError as refused:
         # The grant committed the refusal's audit event and lockout count already.
         return _oauth_error(refused.error, refused.description)
+    if isinstance(issued, JSONResponse):
+        return issued
     return JSONResponse(
         issued.model_dump(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
     )
 
 
+async def _password_grant(
+    grants: Grants, form: dict[str, str], audit: AuditContext
+) -> TokenResponse | JSONResponse:
+    username, password = form.get("username"), form.get("password")
+    if not username or not password:
+        return _oauth_error("invalid_request", "username and password are required.")
+    return await grants.password_grant(
+        username=username, password=password, scope=form.get("scope"), audit=audit
+    )
+
+
+async def _refresh_grant(
+    grants: Grants, form: dict[str, str], audit: AuditContext
+) -> TokenResponse | JSONResponse:
+    refresh_token = form.get("refresh_token")
+    if not refresh_token:
+        return _oauth_error("invalid_request", "refresh_token is required.")
+    return await grants.refresh_grant(
+        refresh_token=refresh_token, scope=form.get("scope"), audit=audit
+    )
+
+
+async def _mfa_grant(
+    grants: Grants, form: dict[str, str], audit: AuditContext
+) -> TokenResponse | JSONResponse:
+    mfa_token, proof = form.get("mfa_token"), _factor_proof(form)
+    if isinstance(proof, JSONResponse):
+        return proof
+    if not mfa_token or proof is None:
+        return _oauth_error("invalid_request", "mfa_token and otp or recovery_code are required.")
+    return await grants.mfa_grant(mfa_token=mfa_token, proof=proof, audit=audit)
+
+
+_Grant = Callable[[Grants, dict[str, str], AuditContext], Awaitable[TokenResponse | JSONResponse]]
+_GRANTS: dict[str, _Grant] = {
+    "password": _password_grant,
+    "refresh_token": _refresh_grant,
+    MFA_GRANT_TYPE: _mfa_grant,
+}
+
+
 _SESSION_PROPERTIES = {
     "username": _FORM_TEXT,
     "password": {**_FORM_TEXT, "format": "password"},
+    "otp": _FORM_TEXT,
+    "recovery_code": _FORM_TEXT,
 }
 _SESSION_FORM = _form_body(["username", "password"], _SESSION_PROPERTIES)
 SESSION_PARAMETERS = frozenset(_SESSION_PROPERTIES)
@@ -213,7 +270,13 @@ _CSRF_REFUSAL = {
         400: {
             "model": OAuthError,
             "description": "RFC 6749 §5.2 error, as `/auth/token`'s password grant: "
-            "`invalid_request` or `invalid_grant`, with `Cache-Control: no-store`.",
+            "`invalid_request` or `invalid_grant` (a wrong `otp` or `recovery_code` too), "
+            "with `Cache-Control: no-store`.",
+        },
+        401: {
+            "model": OAuthError,
+            "description": "`mfa_required`: the password is right and the account has a "
+            "second factor; send the form again with `otp` or `recovery_code`.",
         },
         403: _CSRF_REFUSAL,
     },
@@ -235,10 +298,16 @@ async def open_browser_session(request: Request) -> Response:
     username, password = form.get("username"), form.get("password")
     if not username or not password:
         return _oauth_error("invalid_request", "username and password are required.")
+    proof = _factor_proof(form)
+    if isinstance(proof, JSONResponse):
+        return proof
     try:
         login = await services_of(request.app).grants.cookie_sign_in(
-            username=username, password=password, audit=AuditContext.of(request)
+            username=username, password=password, audit=AuditContext.of(request), proof=proof
         )
+    except MfaRequired as required:
+        # The form is sent again with otp or recovery_code; no token to hold meanwhile.
+        return _oauth_error(required.error, required.description, status_code=401)
     except GrantError as refused:
         return _oauth_error(refused.error, refused.description)
     response = Response(status_code=204, headers={"Pragma": "no-cache"})

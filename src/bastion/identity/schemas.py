@@ -152,3 +152,38 @@ class SessionOut(BaseModel):
     client_ip: str | None
     user_agent: str | None
     current: bool
+
+
+# A TOTP code as typed: six digits, spaces allowed between them ("123 456").
+OtpField = Annotated[str, Field(min_length=6, max_length=16, pattern=r"^[0-9 ]+$")]
+
+
+class TotpSetupRequest(StrictModel):
+    password: PasswordField
+
+
+class TotpSetup(BaseModel):
+    """A pending TOTP set-up: enter the secret (or scan the QR code) in an authenticator
+    app, then confirm with a code."""
+
+    secret: str
+    otpauth_uri: str
+    qr_code: str = Field(description="A `data:image/svg+xml` URI of the `otpauth_uri` QR code.")
+
+
+class TotpConfirmRequest(StrictModel):
+    otp: OtpField
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str] = Field(
+        description="Single-use codes, shown only now: each signs in once in place of a "
+        "TOTP code."
+    )
+
+
+class ReauthenticatedRequest(StrictModel):
+    """The password and a current TOTP code: turning MFA off or renewing recovery codes."""
+
+    password: PasswordField
+    otp: OtpField

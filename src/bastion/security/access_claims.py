@@ -35,6 +35,9 @@ class AccessClaims:
     scopes: frozenset[str]
     issued_at: int
     expires_at: int
+    # RFC 8176 authentication methods: {"pwd"}, or with a second factor {"pwd", "otp"} /
+    # {"pwd", "mfa"}. A token without ``amr`` proved nothing beyond its existence.
+    methods: frozenset[str] = frozenset()
 
 
 def read_access_claims(claims: dict[str, Any]) -> AccessClaims:
@@ -54,6 +57,9 @@ def read_access_claims(claims: dict[str, Any]) -> AccessClaims:
         uuid.UUID(str(session_id))
     except ValueError:
         raise InvalidToken("claims of the wrong type") from None
+    methods = claims.get("amr", [])
+    if not isinstance(methods, list) or not all(isinstance(item, str) for item in methods):
+        raise InvalidToken("claims of the wrong type")
     return AccessClaims(
         subject=str(subject),
         session_id=str(session_id),
@@ -61,6 +67,7 @@ def read_access_claims(claims: dict[str, Any]) -> AccessClaims:
         scopes=frozenset(scope.split()),
         issued_at=int(claims["iat"]),
         expires_at=int(claims["exp"]),
+        methods=frozenset(methods),
     )
 
 
@@ -73,6 +80,7 @@ def access_token_claims(
     scopes: Iterable[str],
     lifetime: int,
     now: int,
+    methods: Iterable[str] = ("pwd",),
 ) -> dict[str, Any]:
     return {
         "iss": issuer,
@@ -84,4 +92,5 @@ def access_token_claims(
         "iat": now,
         "nbf": now,
         "exp": now + lifetime,
+        "amr": sorted(methods),
     }

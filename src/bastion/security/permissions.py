@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+# Changing another user's roles or state: with BASTION_ADMIN_MFA=required it also needs a
+# sign-in with a second factor.
+USERS_WRITE = "users:write"
 ALL_PERMISSIONS: frozenset[str] = frozenset(
     {
         "notes:read",
         "notes:write",
         "notes:read_all",
         "users:read",
-        "users:write",
+        USERS_WRITE,
         "audit:read",
     }
 )

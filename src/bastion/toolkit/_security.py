@@ -93,6 +93,7 @@ class BastionSecurity:
         audit: AuditSink | None = None,
         realm: str = DEFAULT_REALM,
         token_url: str | None = None,
+        second_factor_for: Iterable[str] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         rate_limiter: RateLimiter | None = None,
         browser_sessions: CookieSessions | None = None,
@@ -105,7 +106,10 @@ class BastionSecurity:
         ``None`` for none), counted in Redis when ``redis_url`` is given; ``audit``
         records refusals (default: a structured log line); ``realm`` names the
         ``WWW-Authenticate`` challenges; ``token_url`` is where the OpenAPI "Authorize"
-        button gets a token (``None``: a plain bearer scheme).
+        button gets a token (``None``: a plain bearer scheme); a route requiring any of
+        ``second_factor_for`` (permissions of ``permissions``) also needs a token whose
+        ``amr`` holds a second factor, else 403 ``insufficient_user_authentication``
+        (RFC 9470 step-up).
 
         The rest is for bastion's own service: its rate limiter (with its login quotas),
         its browser sessions, and the edge middleware around and inside the core."""
@@ -126,6 +130,16 @@ class BastionSecurity:
                 "token_url must be a path (/auth/token) or an absolute http(s) URL"
             )
         self.token_url = token_url
+        if isinstance(second_factor_for, str):
+            raise SecurityMisconfigured(
+                "second_factor_for must be a collection of permission names, not one string"
+            )
+        self._second_factor_for = frozenset(second_factor_for)
+        unknown = sorted(self._second_factor_for - self.permissions)
+        if unknown:
+            raise SecurityMisconfigured(
+                f"second_factor_for names permissions that are not in permissions: {unknown}"
+            )
         if max_body_bytes < 1:
             raise SecurityMisconfigured("max_body_bytes must be at least 1")
         self.max_body_bytes = max_body_bytes
@@ -159,6 +173,10 @@ class BastionSecurity:
     @property
     def realm(self) -> str:
         return self._realm
+
+    @property
+    def second_factor_for(self) -> frozenset[str]:
+        return self._second_factor_for
 
     # Wiring ------------------------------------------------------------------------
 
