@@ -63,6 +63,7 @@ from bastion.security.permissions import ALL_PERMISSIONS, USERS_WRITE
 from bastion.security.tokens import TokenVerifier, VerifiedTokenCache
 from bastion.services import STATE_KEY, Services, services_of
 from bastion.storage import Database, StorageUnavailable
+from bastion.storage.encryption_key import load_encryption_keys
 from bastion.storage.ratelimits import (
     MemoryRateLimitStore,
     RateLimitStore,
@@ -74,7 +75,6 @@ from bastion.storage.revocations import (
     RedisRevocationStore,
     RevocationStore,
 )
-from bastion.storage.encryption_key import load_encryption_keys
 from bastion.storage.service_secrets import service_secret
 from bastion.storage.signing_keys import KeyRingHolder, ensure_signing_key
 from bastion.toolkit._security import BastionSecurity
