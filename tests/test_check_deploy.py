@@ -3,12 +3,14 @@ correct production configuration. Unguarded routes are findings too."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 import bastion.app
@@ -16,6 +18,8 @@ from bastion.cli import cli
 from bastion.config import Finding, Settings, insecure_findings
 from bastion.dependencies import public
 from bastion.route_inventory import route_findings
+from bastion.storage import Database
+from bastion.storage.tables import User
 from tests.conftest import TEST_ENCRYPTION_KEY, make_settings
 from tests.test_cli import run_bastion
 
@@ -35,7 +39,7 @@ PRODUCTION = {"env": "production", "issuer": "https://api.example.com",
 # The same, without BASTION_ENV: what a CI job judges with --deploy before a release.
 CANDIDATE_ENV = {key: value for key, value in PRODUCTION_ENV.items() if key != "BASTION_ENV"}
 CANDIDATE = {key: value for key, value in PRODUCTION.items() if key != "env"}
-FINDING_LINE = re.compile(r"(BASTION_[A-Z_]+|route): \S.*")
+FINDING_LINE = re.compile(r"(BASTION_[A-Z_]+|route|account|database): \S.*")
 
 # Every finding: the settings that cause it and the variable it names.
 INSECURE = [
@@ -279,3 +283,37 @@ def test_the_command_reports_an_unguarded_route_of_the_service(
     assert result.exit_code == 1, result.output
     assert result.output == "route: POST /forgotten declares no policy\n"
     assert not (tmp_path / ".bastion").exists()
+
+
+def test_deploy_reports_every_admin_without_a_second_factor(tmp_path: Path) -> None:
+    env = {**PRODUCTION_ENV, "BASTION_DATA_DIR": str(tmp_path / "data")}
+    migrated = run_bastion("migrate", cwd=tmp_path, env=env)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    created = run_bastion(
+        "create-admin", "--username", "root", "--email", "root@example.com",
+        cwd=tmp_path, env=env, stdin="an admin's long passphrase here\n",
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    result = run_bastion("check", "--deploy", cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert finding_lines(result.stdout) == [
+        "account: admin 'root' has no second factor: a stolen password is enough to change "
+        "every user; sign in and set up TOTP (POST /auth/mfa/totp, or the console's Account "
+        "page)"
+    ]
+
+    asyncio.run(_turn_mfa_on(make_settings(tmp_path / "data"), "root"))
+    result = run_bastion("check", "--deploy", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "no insecure settings found\n"
+
+
+async def _turn_mfa_on(settings: Settings, username: str) -> None:
+    database = Database.from_settings(settings)
+    try:
+        async with database.transaction() as session:
+            await session.execute(
+                update(User).where(User.username == username).values(mfa_enabled=True)
+            )
+    finally:
+        await database.dispose()
