@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bastion.config import Settings
-from bastion.mail.message import parse
+from bastion.mail.message import Mail, parse
 from bastion.mail.outbox import Claim, content_context, enqueue_mail, pending_count
 from bastion.mail.sender import (
     KEEP_SENT,
@@ -345,3 +345,24 @@ async def test_the_file_transport_through_the_outbox(
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
     assert oct(directory.stat().st_mode & 0o777) == oct(0o700)
     assert TOKEN in parse(path.read_bytes()).get_content()
+
+
+class _BrokenTransport:
+    """A transport with a bug: an exception no transport should raise."""
+
+    kind = "broken"
+
+    async def deliver(self, mail: Mail) -> None:
+        raise KeyError(mail.recipient)
+
+
+async def test_an_unexpected_error_counts_as_a_failed_attempt(
+    database: Database, keys: EncryptionKeys, clock: MovableClock
+) -> None:
+    await enqueue(database, keys, clock)
+    with capture_logs() as logs:
+        assert await _sender(database, keys, clock, _BrokenTransport()).deliver_due() == 0
+    [row] = await outbox_rows(database)
+    assert (row.attempts, row.last_error, row.lease_owner) == (1, "KeyError", None)
+    assert [entry["event"] for entry in logs] == ["mail_delivery_error", "mail_delivery_failed"]
+    assert RECIPIENT not in repr(logs)

@@ -37,7 +37,7 @@ from bastion.mail.outbox import (
     mark_sent,
     purge_sent,
 )
-from bastion.mail.transport import DeliveryError, Transport
+from bastion.mail.transport import DeliveryError, Transport, failure_reason
 from bastion.security.encryption import DecryptionFailed, EncryptionKeys
 from bastion.storage.database import Database, StorageUnavailable
 
@@ -207,6 +207,14 @@ class MailSender:
                 if failure.server_down:
                     self._server_down = True
                     break
+                continue
+            except Exception as error:  # a bug: count the attempt rather than hold the lease
+                # No traceback: its text may quote the message or the address.
+                log.error(  # noqa: TRY400
+                    "mail_delivery_error",
+                    message_id=claim.message_id, error=failure_reason(error),
+                )
+                await self._failed(claim, failure_reason(error))
                 continue
             if await self._confirm(claim):
                 delivered += 1
