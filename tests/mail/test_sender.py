@@ -306,7 +306,9 @@ async def test_the_loop_outlives_a_database_outage(
     from tests.conftest import make_settings
 
     database = Database.from_settings(make_settings(tmp_path / "empty"))
-    sender = _sender(database, keys, clock, SmtpTransport(smtp_server.url), poll_seconds=0.01)
+    sender = _sender(
+        database, keys, clock, SmtpTransport(smtp_server.url), poll_seconds=0.01, start_delay=0
+    )
     try:
         with capture_logs() as logs:
             await sender.start()

@@ -52,6 +52,10 @@ STILL_FAILING_AFTER = 10
 # its lease mid-delivery; short enough that a crashed sender's mail leaves soon after.
 LEASE = timedelta(minutes=5)
 POLL_SECONDS = 1.0
+# The first pass waits this long after start (or until a wake): the process's start-up
+# work and first requests come first, and a restart of every worker does not send them all
+# to the database and the mail server in the same instant.
+START_DELAY_SECONDS = 5.0
 BATCH = 20
 KEEP_SENT = timedelta(days=7)
 PURGE_EVERY_SECONDS = 3600.0
@@ -89,6 +93,7 @@ class MailSender:
         clock: Clock = utc_now,
         lease: timedelta = LEASE,
         poll_seconds: float = POLL_SECONDS,
+        start_delay: float = START_DELAY_SECONDS,
         batch: int = BATCH,
     ) -> None:
         self.database = database
@@ -97,6 +102,7 @@ class MailSender:
         self.clock = clock
         self.lease = lease
         self.poll_seconds = poll_seconds
+        self.start_delay = start_delay
         self.batch = batch
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -131,6 +137,7 @@ class MailSender:
             await task
 
     async def _run(self) -> None:
+        await self._idle(self.start_delay)
         pauses = 0
         while True:
             try:
@@ -156,17 +163,18 @@ class MailSender:
                 continue
             pauses = 0
             if delivered < self.batch:
-                await self._idle()
+                await self._idle(self.poll_seconds)
 
     def _outage_pause(self, pauses: int) -> float:
         first, longest = OUTAGE_PAUSE_SECONDS
         return float(min(longest, first * 2 ** min(pauses - 1, 10)))
 
-    async def _idle(self) -> None:
+    async def _idle(self, seconds: float) -> None:
+        """Waits ``seconds``, or less if ``wake()`` is called."""
         wakeup = self._wakeup
         assert wakeup is not None  # noqa: S101 (set by start)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.poll_seconds):
+            async with asyncio.timeout(seconds):
                 await wakeup.wait()
         wakeup.clear()
 
