@@ -21,8 +21,9 @@ from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
+from tests.e2e.api import FAST_HASHING_ENV, ROOMY_LOGIN_LIMIT
 from tests.e2e.browser import RENDER_TIMEOUT_MS, WatchedPage
-from tests.e2e.conftest import REPO_ROOT, LiveServer
+from tests.e2e.conftest import REPO_ROOT, Deployment, LiveServer, deployed
 
 CONSOLE_PATH = "/app/"
 SESSION_COOKIE = "bastion_session"
@@ -35,6 +36,32 @@ FAILED_LOAD = "error: Failed to load resource: the server responded with a statu
 # the test's tmp dir, so `make test` leaves the checkout alone.
 UPDATE_SCREENSHOTS = "BASTION_UPDATE_SCREENSHOTS"
 SCREENSHOT = REPO_ROOT / "docs" / "images" / "console.png"
+
+
+# What the console's tests give ``bastion serve``: limits that the flows never reach (the
+# limiters are tested elsewhere) and the cheapest hashing.
+ROOMY_CONSOLE_SETTINGS = {
+    "rate_limit_login": ROOMY_LOGIN_LIMIT,
+    "rate_limit_register": "1000/hour",
+    "rate_limit_default": "10000/minute",
+    **FAST_HASHING_ENV,
+}
+
+
+@contextlib.contextmanager
+def console_deployment(
+    root: Path, admin: str, password: str, **variables: str
+) -> Iterator[Deployment]:
+    """``bastion serve`` on SQLite with ``ROOMY_CONSOLE_SETTINGS`` and ``variables``, and an
+    operator's admin ``admin`` (``bastion create-admin``)."""
+    with deployed(root, "sqlite", None, **ROOMY_CONSOLE_SETTINGS, **variables) as running:
+        running.create_admin(admin, password)
+        yield running
+
+
+def console_origin(deployment: Deployment) -> str:
+    """What ``watched_page`` takes for the deployment's own origin."""
+    return f"127.0.0.1:{deployment.server.port}"
 
 
 def console_url(server: LiveServer, route: str = "") -> str:
