@@ -54,7 +54,7 @@ ADMIN_PASSWORD = "the mfa console root's passphrase"
 NEW_PASSWORD = "a brand new passphrase from the mail"
 CODE_LABEL = "Code from your authenticator app"
 TOTP_STEP = 30
-MAIL_TIMEOUT = 10.0
+MAIL_TIMEOUT = 20.0  # the sender is woken by each mail; generous for a busy machine
 LINK = re.compile(r"https?://[^\s\"'<>]+/app/#/(?:verify-email|reset-password)\?token=[^\s\"'<>]+")
 
 pytestmark = pytest.mark.browser
