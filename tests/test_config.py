@@ -253,3 +253,24 @@ def test_every_setting_is_documented_and_every_documented_variable_is_a_setting(
     page = CONFIGURATION_PAGE.read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(BASTION_[A-Z_]+)`", page, re.MULTILINE))
     assert documented == setting_names()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("smtp_url", "http://mail.example.com"),
+        ("smtp_url", "smtp://"),
+        ("smtp_url", "smtps://:secret-password@mail.example.com"),
+        ("mail_from", "two words@example.com"),
+        ("mail_from", "bastion@example.com\r\nBcc: victim@example.com"),
+        ("mail_from", "Bastion <bastion@example.com>"),
+        ("encryption_key", "c2hvcnQ"),
+    ],
+)
+def test_mail_and_key_settings_are_checked_at_start_without_echoing_them(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make_settings(tmp_path, **{field: value})
+    assert value not in str(refused.value)
+    assert "secret-password" not in str(refused.value)

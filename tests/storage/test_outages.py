@@ -175,6 +175,8 @@ async def test_too_many_connections_is_a_503_not_a_500(
     holder = None
     try:
         async with app.router.lifespan_context(app):
+            # The one connection the role may hold is the request's: not the mail sender's.
+            await services_of(app).mail.stop()
             await database.engine.dispose()  # the next request must connect anew
             holder = await asyncpg.connect(
                 host="127.0.0.1", port=postgres_server.port, user=role, database=name

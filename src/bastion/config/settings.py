@@ -174,6 +174,33 @@ class Settings(BaseSettings):
             EncryptionKeys.parse(value.get_secret_value())
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _valid_smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A URL the sender could never use stops the start, not the first mail."""
+        if value is not None:
+            from bastion.mail.transport import parse_smtp_url
+
+            parse_smtp_url(value.get_secret_value())
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _valid_mail_from(cls, value: str) -> str:
+        """One plain ASCII address: it goes into every mail's From and Message-ID."""
+        local, at, domain = value.rpartition("@")
+        if (
+            not at
+            or not local
+            or not domain
+            or not value.isascii()
+            or any(char.isspace() or char in '<>",;()\\' for char in value)
+        ):
+            raise ValueError(
+                "BASTION_MAIL_FROM must be one plain address, like bastion@example.com"
+            )
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _valid_public_url(cls, value: str) -> str:
