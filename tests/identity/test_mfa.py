@@ -51,7 +51,7 @@ async def audit_types(app: FastAPI) -> list[str]:
 
 async def account(app: FastAPI, username: str) -> User:
     async with app.state.bastion.database.read() as session:
-        user = await session.scalar(select(User).where(User.username == username))
+        user: User | None = await session.scalar(select(User).where(User.username == username))
     assert user is not None
     return user
 
