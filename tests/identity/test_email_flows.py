@@ -298,7 +298,10 @@ async def test_expired_wrong_and_other_purpose_tokens_open_nothing(
     }
     assert reasons == {"unknown_token", "expired"}
     for type in ("email_verified", "password_reset_completed"):
-        assert {event.outcome for event in await events_of(app, type)} == {"failure"}
+        refused = await events_of(app, type)
+        assert {event.outcome for event in refused} == {"failure"}
+        # Whoever presents a refused token proved nothing: never recorded as the account.
+        assert {event.actor_id for event in refused} == {None}
 
 
 async def test_a_newer_token_replaces_the_older_one(
@@ -582,8 +585,11 @@ async def test_forgot_password_does_the_same_work_for_any_address(
         known = list(statements)
     finally:
         event.remove(engine, "before_cursor_execute", collect)
-    # The same reads and the audit append; the known path adds its token and outbox rows.
-    assert unknown.count("SELECT") == known.count("SELECT")
+    # The same reads, the same DELETE (of no row: the decoy's) and the audit append; only
+    # the known path stores its token and outbox rows.
+    for verb in ("SELECT", "DELETE", "UPDATE"):
+        assert unknown.count(verb) == known.count(verb), verb
+    assert unknown.count("DELETE") == 1
     assert known.count("INSERT") - unknown.count("INSERT") == 2
 
 
