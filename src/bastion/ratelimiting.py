@@ -26,6 +26,7 @@ from bastion.security.client_ip import client_address
 from bastion.security.ratelimits import (
     DEFAULT_POLICY,
     LOGIN_POLICY,
+    MAIL_POLICY,
     REGISTER_POLICY,
     Quota,
     RateLimit,
@@ -112,6 +113,7 @@ class RateLimiter:
                 DEFAULT_POLICY: settings.rate_limit_default,
                 LOGIN_POLICY: settings.rate_limit_login,
                 REGISTER_POLICY: settings.rate_limit_register,
+                MAIL_POLICY: settings.rate_limit_mail,
             },
             enabled=settings.rate_limits_enabled,
             fail_open=settings.rate_limit_fail_open,

@@ -42,6 +42,7 @@ SCAN_SETTINGS = {
     "rate_limit_default": ROOMY_QUOTA,
     "rate_limit_login": ROOMY_QUOTA,
     "rate_limit_register": ROOMY_QUOTA,
+    "rate_limit_mail": ROOMY_QUOTA,
     **FAST_HASHING_ENV,
     "access_token_ttl": "86400",
     "lockout_threshold": "1000",

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     rate_limit_default: str = "600/minute"
     rate_limit_login: str = "10/minute"
     rate_limit_register: str = "20/hour"
+    # Requests that mail someone (forgot-password per address, verification per user).
+    rate_limit_mail: str = "10/hour"
     # When Redis does not answer: false refuses every rate-limited request with 503; true
     # lets them through uncounted. Login and token requests are refused either way.
     rate_limit_fail_open: bool = False
@@ -152,7 +154,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
         return value
 
-    @field_validator("rate_limit_default", "rate_limit_login", "rate_limit_register")
+    @field_validator(
+        "rate_limit_default", "rate_limit_login", "rate_limit_register", "rate_limit_mail"
+    )
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
         parse_limit(value)

@@ -16,10 +16,10 @@ sends to no server: it reaches no access log and no ``Referer``.
 
 Enumeration: ``request_reset`` answers the same (nothing: the route's 202) for any
 address and does the same database work on every path (one write transaction: the account
-lookup, the throttle read, the audit append); only a known, enabled, unthrottled account
-also gets a token and an outbox row. Mail-bombing: one mail per account and purpose per
+lookup, the throttle read, the audit append, a mail rendered and encrypted); only a known,
+enabled, unthrottled account's mail and token are stored, the others' mail is dropped. Mail-bombing: one mail per account and purpose per
 ``MAIL_INTERVAL`` (later requests are answered alike, audited as ``throttled``), beside the
-routes' own quotas (``email_router.MAIL_LIMIT``).
+routes' own quota (``security.ratelimits.MAIL_LIMIT``, ``BASTION_RATE_LIMIT_MAIL``).
 """
 
 from __future__ import annotations

@@ -22,17 +22,13 @@ from bastion.identity.email_schemas import (
 from bastion.middleware.body_limit import SMALL_BODY_BYTES
 from bastion.routing import service_router
 from bastion.security.principal import Principal
-from bastion.security.ratelimits import RateLimit
+from bastion.security.ratelimits import MAIL_LIMIT
 from bastion.services import services_of
 
 router = service_router("identity")
 
-# Each request here may send a mail: few per client address (forgot-password, a public
-# route) and per user (the verification request, counted per user like any authenticated
-# route), each route its own counter. Fails closed: an unmetered moment is a mail bomb.
-# The per-account throttle (``email_flows.MAIL_INTERVAL``) bounds what many addresses
-# together can send one mailbox.
-MAIL_LIMIT = RateLimit("mail", limit="10/hour", fail_closed=True)
+# The mail quota (BASTION_RATE_LIMIT_MAIL): per client address on forgot-password, per
+# user on the verification request.
 MailRequester = Annotated[Principal, authenticated(rate_limit=MAIL_LIMIT)]
 
 _ACCEPTED = {"description": "Accepted: a mail is queued, or there is nothing to mail; the "

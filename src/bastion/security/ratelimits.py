@@ -25,6 +25,7 @@ import limits
 DEFAULT_POLICY = "default"
 LOGIN_POLICY = "login"
 REGISTER_POLICY = "register"
+MAIL_POLICY = "mail"
 # IPv6 clients are counted per /64: one subscriber usually gets a whole /64 (RFC 6177), so
 # counting single addresses would hand an attacker 2**64 fresh quotas.
 IPV6_CLIENT_PREFIX = 64
@@ -64,6 +65,10 @@ LOGIN_LIMIT = RateLimit(LOGIN_POLICY, per_route=False, by_ip=True, fail_closed=T
 # Each registration hashes a password (~20 ms of CPU at OWASP's parameters): far fewer per
 # address than the default quota.
 REGISTER_LIMIT = RateLimit(REGISTER_POLICY, by_ip=True, fail_closed=True)
+# Each request may send a mail: forgot-password per address (a public route), a verification
+# request per user, each route its own counter. Fails closed: an unmetered outage is a mail
+# bomb. (The per-account throttle in identity.email_flows bounds many addresses together.)
+MAIL_LIMIT = RateLimit(MAIL_POLICY, fail_closed=True)
 
 
 def parse_limit(text: str) -> limits.RateLimitItem:
