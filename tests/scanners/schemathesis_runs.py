@@ -70,6 +70,13 @@ ALLOWED_WARNINGS: dict[tuple[str, str], str] = {
         "the fuzzer cannot know the current password, so every valid-looking change is "
         "refused (400), as it must be"
     ),
+    ("validation_mismatch", "POST /auth/email/verify"): (
+        "the fuzzer cannot know a mailed token (256 random bits), so every valid-looking "
+        "verification is refused (400), as it must be"
+    ),
+    ("validation_mismatch", "POST /auth/password/reset"): (
+        "as POST /auth/email/verify: no mailed token is known, so every reset is a 400"
+    ),
 }
 # Operations where a schema-valid request may be refused for a reason no JSON Schema can
 # state: the statuses ``positive_data_acceptance`` accepts there on top of its defaults.
@@ -80,6 +87,12 @@ POSITIVE_EXCEPTIONS: dict[str, tuple[tuple[int, ...], str]] = {
     "GET /admin/audit": ((400,), "as GET /notes: an unsigned cursor is a 400"),
     "POST /auth/password": ((400,), "a wrong current password is a 400 (see ALLOWED_WARNINGS)"),
     "POST /auth/session": ((400,), "wrong credentials: 400 invalid_grant (see ALLOWED_WARNINGS)"),
+    "POST /auth/email/verify": ((400,), "an unknown token is a 400 (see ALLOWED_WARNINGS)"),
+    "POST /auth/password/reset": (
+        (400, 422),
+        "an unknown token is a 400 (see ALLOWED_WARNINGS); a password the policy refuses "
+        "(common, or holding the username) is a 422, as at registration",
+    ),
     "POST /notes/{note_id}/shares": (
         (422,),
         "the username must name an existing user other than the owner: data, not schema",
