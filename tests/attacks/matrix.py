@@ -55,6 +55,12 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     # "owner" owns the session the path names: nobody else can see or end it, admins included.
     ("DELETE", "/auth/sessions/{session_id}"): (401, 204, 404, 404, 404),
     ("POST", "/auth/password"): (401, 204, 204, 204, 204),
+    # Mailed links: asking for one answers 202 whatever happens (a mail or none); a link's
+    # token is proof enough on its own, so opening one is public, and a wrong one is a 400.
+    ("POST", "/auth/email/verification"): (401, 202, 202, 202, 202),
+    ("POST", "/auth/email/verify"): (400, 400, 400, 400, 400),
+    ("POST", "/auth/password/forgot"): (202, 202, 202, 202, 202),
+    ("POST", "/auth/password/reset"): (400, 400, 400, 400, 400),
     ("POST", "/notes"): (401, 201, 201, 403, 201),
     ("GET", "/notes"): (401, 200, 200, 403, 200),
     ("GET", "/notes?all=true"): (401, 403, 403, 403, 200),
@@ -148,6 +154,12 @@ def _request(method: str, path: str) -> Request:
             kwargs["data"] = {"token": "not-a-token"}
         elif (method, path) == ("POST", "/auth/password"):
             kwargs["json"] = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+        elif (method, path) == ("POST", "/auth/email/verify"):
+            kwargs["json"] = {"token": "not-a-token"}
+        elif (method, path) == ("POST", "/auth/password/reset"):
+            kwargs["json"] = {"token": "not-a-token", "new_password": NEW_PASSWORD}
+        elif (method, path) == ("POST", "/auth/password/forgot"):
+            kwargs["json"] = {"email": "owner@example.com"}
         elif (method, path) == ("POST", "/notes"):
             kwargs["json"] = {"title": "new", "body": "<p>x</p>"}
         elif (method, path) == ("PATCH", "/notes/{note_id}"):
