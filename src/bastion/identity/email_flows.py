@@ -15,11 +15,13 @@ request's ``Host``, which a client chooses) with the token in the fragment, whic
 sends to no server: it reaches no access log and no ``Referer``.
 
 Enumeration: ``request_reset`` answers the same (nothing: the route's 202) for any
-address and does the same database work on every path (one write transaction: the account
-lookup, the throttle read, the audit append, a mail rendered and encrypted); only a known,
-enabled, unthrottled account's mail and token are stored, the others' mail is dropped. Mail-bombing: one mail per account and purpose per
-``MAIL_INTERVAL`` (later requests are answered alike, audited as ``throttled``), beside the
-routes' own quota (``security.ratelimits.MAIL_LIMIT``, ``BASTION_RATE_LIMIT_MAIL``).
+address and does the same work on every path (one write transaction: the account lookup,
+the throttle read, the audit append, a mail rendered and encrypted); only a known, enabled,
+unthrottled account's mail and token are stored, the others' mail is dropped.
+
+Mail-bombing: one mail per account and purpose per ``MAIL_INTERVAL`` (later requests are
+answered alike, audited as ``throttled``), beside the routes' own quota
+(``security.ratelimits.MAIL_LIMIT``, ``BASTION_RATE_LIMIT_MAIL``).
 """
 
 from __future__ import annotations
