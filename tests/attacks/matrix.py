@@ -55,6 +55,12 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     # "owner" owns the session the path names: nobody else can see or end it, admins included.
     ("DELETE", "/auth/sessions/{session_id}"): (401, 204, 404, 404, 404),
     ("POST", "/auth/password"): (401, 204, 204, 204, 204),
+    # The caller's own second factor: anyone signed in may set one up (the password is
+    # right); nobody has one yet, so confirming, turning off and renewing codes conflict.
+    ("POST", "/auth/mfa/totp"): (401, 200, 200, 200, 200),
+    ("POST", "/auth/mfa/totp/confirm"): (401, 409, 409, 409, 409),
+    ("DELETE", "/auth/mfa/totp"): (401, 409, 409, 409, 409),
+    ("POST", "/auth/mfa/recovery-codes"): (401, 409, 409, 409, 409),
     # Mailed links: asking for one answers 202 whatever happens (a mail or none); a link's
     # token is proof enough on its own, so opening one is public, and a wrong one is a 400.
     ("POST", "/auth/email/verification"): (401, 202, 202, 202, 202),
@@ -154,6 +160,12 @@ def _request(method: str, path: str) -> Request:
             kwargs["data"] = {"token": "not-a-token"}
         elif (method, path) == ("POST", "/auth/password"):
             kwargs["json"] = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+        elif (method, path) == ("POST", "/auth/mfa/totp"):
+            kwargs["json"] = {"password": PASSWORD}
+        elif (method, path) == ("POST", "/auth/mfa/totp/confirm"):
+            kwargs["json"] = {"otp": "123456"}
+        elif path in {"/auth/mfa/totp", "/auth/mfa/recovery-codes"}:
+            kwargs["json"] = {"password": PASSWORD, "otp": "123456"}
         elif (method, path) == ("POST", "/auth/email/verify"):
             kwargs["json"] = {"token": "not-a-token"}
         elif (method, path) == ("POST", "/auth/password/reset"):
