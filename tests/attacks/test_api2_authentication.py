@@ -80,7 +80,7 @@ async def victim(app: FastAPI, client: httpx.AsyncClient) -> Victim:
     jwks = (await client.get("/.well-known/jwks.json")).json()
     (public_jwk,) = [jwk for jwk in jwks["keys"] if jwk["kid"] == key.kid]
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
-    assert set(claims) == set(REQUIRED_CLAIMS)
+    assert set(claims) == {*REQUIRED_CLAIMS, "amr"}  # amr: how the user signed in
     return Victim(
         access_token=tokens["access_token"],
         refresh_token=tokens["refresh_token"],
