@@ -99,6 +99,7 @@ async def test_concurrent_registrations_of_one_name_give_one_201(
         ({"email": "\u00e4lice@example.com"}, ["body", "email"]),  # ASCII only: no look-alikes
         ({"email": '"alice smith"@example.com'}, ["body", "email"]),
         ({"email": "alice@localhost"}, ["body", "email"]),
+        ({"email": "a" * 65 + "@example.com"}, ["body", "email"]),  # RFC 5321: local ≤ 64
         ({"roles": ["admin"]}, ["body"]),  # unknown: at the body, without its name
         ({"id": "00000000-0000-0000-0000-000000000000"}, ["body"]),
     ],

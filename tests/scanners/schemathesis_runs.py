@@ -77,6 +77,20 @@ ALLOWED_WARNINGS: dict[tuple[str, str], str] = {
     ("validation_mismatch", "POST /auth/password/reset"): (
         "as POST /auth/email/verify: no mailed token is known, so every reset is a 400"
     ),
+    ("validation_mismatch", "POST /auth/mfa/totp"): (
+        "as POST /auth/password: the fuzzer cannot know the password, so every set-up is "
+        "refused (400)"
+    ),
+    ("validation_mismatch", "POST /auth/mfa/totp/confirm"): (
+        "the fuzzer cannot know a TOTP code of a pending secret (it never has one): 400 or "
+        "409"
+    ),
+    ("validation_mismatch", "DELETE /auth/mfa/totp"): (
+        "the fuzzer knows neither the password nor a code: 400, or 409 with no second factor"
+    ),
+    ("validation_mismatch", "POST /auth/mfa/recovery-codes"): (
+        "as DELETE /auth/mfa/totp: 400, or 409 with no second factor"
+    ),
 }
 # Operations where a schema-valid request may be refused for a reason no JSON Schema can
 # state: the statuses ``positive_data_acceptance`` accepts there on top of its defaults.
@@ -93,6 +107,10 @@ POSITIVE_EXCEPTIONS: dict[str, tuple[tuple[int, ...], str]] = {
         "an unknown token is a 400 (see ALLOWED_WARNINGS); a password the policy refuses "
         "(common, or holding the username) is a 422, as at registration",
     ),
+    "POST /auth/mfa/totp": ((400,), "a wrong password is a 400 (see ALLOWED_WARNINGS)"),
+    "POST /auth/mfa/totp/confirm": ((400,), "a wrong code is a 400 (see ALLOWED_WARNINGS)"),
+    "DELETE /auth/mfa/totp": ((400,), "a wrong password or code is a 400"),
+    "POST /auth/mfa/recovery-codes": ((400,), "a wrong password or code is a 400"),
     "POST /notes/{note_id}/shares": (
         (422,),
         "the username must name an existing user other than the owner: data, not schema",

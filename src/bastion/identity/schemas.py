@@ -52,6 +52,7 @@ _ATEXT = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 EMAIL_PATTERN = rf"^{_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}$"
 EMAIL_MAX_LENGTH = 254  # RFC 5321's path limit, less the angle brackets
+EMAIL_LOCAL_MAX_LENGTH = 64  # RFC 5321 §4.5.3.1.1; the "email" format holds to it too
 _EMAIL = re.compile(EMAIL_PATTERN)
 
 
@@ -59,7 +60,11 @@ def _valid_email(value: str) -> str:
     """The address lower-cased: addresses that differ only in case are the same mailbox in
     practice, so they are one account. A refusal says only that it is not an address,
     never which character was wrong."""
-    if len(value) > EMAIL_MAX_LENGTH or not _EMAIL.fullmatch(value):
+    if (
+        len(value) > EMAIL_MAX_LENGTH
+        or not _EMAIL.fullmatch(value)
+        or len(value.rpartition("@")[0]) > EMAIL_LOCAL_MAX_LENGTH
+    ):
         raise ValueError(INVALID_EMAIL_MESSAGE)
     return value.lower()
 
