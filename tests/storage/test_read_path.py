@@ -72,6 +72,8 @@ async def test_reads_answer_while_a_writer_holds_the_lock(
         "age": 30,
         "roles": ["user"],
         "created_at": me.json()["created_at"],
+        "email_verified": False,
+        "mfa_enabled": False,
     }
 
 
