@@ -70,9 +70,10 @@ def test_the_event_types_are_exactly_the_contract_s() -> None:
     assert {member.value for member in AuditEventType} == {
         "registration", "login_success", "login_failure", "lockout", "token_refresh",
         "refresh_reuse", "logout", "revocation", "password_change", "role_change", "disable",
-        "unlock", "access_denied", "csrf_refusal", "mfa_enabled", "mfa_disabled", "mfa_failure",
-        "recovery_code_used", "recovery_codes_regenerated", "email_verification_requested",
-        "email_verified", "password_reset_requested", "password_reset_completed",
+        "unlock", "access_denied", "csrf_refusal", "mfa_challenge", "mfa_enabled",
+        "mfa_disabled", "mfa_failure", "recovery_code_used", "recovery_codes_regenerated",
+        "email_verification_requested", "email_verified", "password_reset_requested",
+        "password_reset_completed",
     }
     assert {member.value for member in Outcome} == {"success", "failure", "denied"}
 

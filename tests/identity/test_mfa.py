@@ -22,7 +22,7 @@ from bastion.app import create_app
 from bastion.audit.events import AuditEventType
 from bastion.config import Settings
 from bastion.storage.migrate import upgrade_to_head
-from bastion.storage.tables import AuditEvent, RecoveryCode, User
+from bastion.storage.tables import AuditEvent, MfaChallenge, RecoveryCode, User
 from tests.admin import make_admin, patch_user
 from tests.conftest import FAST_HASHING, make_settings
 from tests.identity.cookie_helpers import sign_in
@@ -197,6 +197,7 @@ async def test_a_wrong_code_does_not_spend_the_mfa_token_and_counts_toward_the_l
     # A right password alone clears nothing: the count stands until a full sign-in.
     await mfa_token_for(client, "alice")
     assert (await account(app, "alice")).failed_logins == 2
+    assert (await audit_types(app)).count("mfa_challenge") == 2  # each right password
     issued = await client.post("/auth/token",
                                data=mfa_form(mfa_token, otp=code_at(enrolled.secret, 1)))
     assert issued.status_code == 200, issued.text
@@ -254,6 +255,20 @@ async def test_the_mfa_grant_refuses_malformed_and_foreign_requests(
         assert response.json()["error"] == error, (form, response.json())
 
 
+async def test_spent_and_expired_challenges_are_deleted_when_a_new_one_is_made(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    _, enrolled = await enrolled_user(client)
+    first = await mfa_token_for(client, "alice")
+    issued = await client.post("/auth/token", data=mfa_form(first,
+                                                             otp=code_at(enrolled.secret, 1)))
+    assert issued.status_code == 200, issued.text
+    await mfa_token_for(client, "alice")
+    async with app.state.bastion.database.read() as session:
+        rows = list(await session.scalars(select(MfaChallenge)))
+    assert len(rows) == 1 and rows[0].used_at is None  # the spent one is gone
+
+
 async def test_a_password_change_ends_the_grants_waiting_for_their_second_factor(
     client: httpx.AsyncClient,
 ) -> None:
@@ -274,7 +289,7 @@ async def test_a_password_change_ends_the_grants_waiting_for_their_second_factor
 
 
 async def test_a_browser_sign_in_needs_the_code_in_the_same_form(
-    client: httpx.AsyncClient,
+    app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     _, enrolled = await enrolled_user(client)
     wrong_password = await sign_in(client, "alice", "not the password at all")
@@ -283,6 +298,7 @@ async def test_a_browser_sign_in_needs_the_code_in_the_same_form(
     assert missing.status_code == 401, missing.text
     assert missing.json()["error"] == "mfa_required"
     assert "mfa_token" not in missing.json()
+    assert "mfa_challenge" in await audit_types(app)
     assert "set-cookie" not in missing.headers
     wrong = await sign_in(client, "alice", otp=wrong_code(enrolled.secret))
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"

@@ -51,6 +51,7 @@ class AuditEventType(StrEnum):
     UNLOCK = "unlock"
     ACCESS_DENIED = "access_denied"
     CSRF_REFUSAL = "csrf_refusal"
+    MFA_CHALLENGE = "mfa_challenge"  # the password was right; the second factor is awaited
     MFA_ENABLED = "mfa_enabled"
     MFA_DISABLED = "mfa_disabled"
     MFA_FAILURE = "mfa_failure"

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bastion.audit.context import AuditContext
@@ -100,12 +100,18 @@ _SessionOpener = Callable[
 _WithoutCode = Callable[[AsyncSession, AccountState, datetime], Awaitable[_Opened | _Refusal]]
 
 
-async def _refuse_without_code(
-    session: AsyncSession,  # noqa: ARG001 (a _WithoutCode)
-    account: AccountState,  # noqa: ARG001
-    now: datetime,  # noqa: ARG001
-) -> _Refusal:
-    return _NEEDS_SECOND_FACTOR
+def _refuse_without_code(audit: AuditContext) -> _WithoutCode[Any]:
+    """A browser sign-in without its code: audited like the password grant's challenge,
+    then refused (the form comes again with the code)."""
+
+    async def refuse(session: AsyncSession, account: AccountState, now: datetime) -> _Refusal:  # noqa: ARG001
+        await audit.record(
+            session, AuditEventType.MFA_CHALLENGE, Outcome.SUCCESS,
+            subject=str(account.user_id), kind="cookie",
+        )
+        return _NEEDS_SECOND_FACTOR
+
+    return refuse
 
 
 def hash_mfa_token(token: str) -> str:
@@ -152,6 +158,13 @@ class Grants:
         ) -> _Challenged:
             # Nothing is reset here: a right password alone must not clear the wrong
             # codes counted so far, or each password would buy a fresh round of guesses.
+            # The user's spent and expired challenges go: rows stay bounded by the quota.
+            await session.execute(
+                delete(MfaChallenge).where(
+                    MfaChallenge.user_id == fresh.user_id,
+                    or_(MfaChallenge.used_at.is_not(None), MfaChallenge.expires_at <= now),
+                )
+            )
             token = new_refresh_token()
             session.add(
                 MfaChallenge(
@@ -162,6 +175,11 @@ class Grants:
                     created_at=now,
                     expires_at=now + timedelta(seconds=MFA_CHALLENGE_SECONDS),
                 )
+            )
+            # Audited: a right password without its second factor is worth an admin's eye.
+            await audit.record(
+                session, AuditEventType.MFA_CHALLENGE, Outcome.SUCCESS,
+                subject=str(fresh.user_id), kind="bearer",
             )
             return _Challenged(token)
 
@@ -214,7 +232,7 @@ class Grants:
             return login
 
         return await self._sign_in(
-            username, password, audit, open_cookie_session, _refuse_without_code, proof
+            username, password, audit, open_cookie_session, _refuse_without_code(audit), proof
         )
 
     async def _sign_in(

@@ -1632,9 +1632,9 @@ function userRow(initial) {
 const AUDIT_TYPES = [
   "registration", "login_success", "login_failure", "lockout", "token_refresh", "refresh_reuse",
   "logout", "revocation", "password_change", "role_change", "disable", "unlock", "access_denied",
-  "csrf_refusal", "mfa_enabled", "mfa_disabled", "mfa_failure", "recovery_code_used",
-  "recovery_codes_regenerated", "email_verification_requested", "email_verified",
-  "password_reset_requested", "password_reset_completed",
+  "csrf_refusal", "mfa_challenge", "mfa_enabled", "mfa_disabled", "mfa_failure",
+  "recovery_code_used", "recovery_codes_regenerated", "email_verification_requested",
+  "email_verified", "password_reset_requested", "password_reset_completed",
 ];
 
 /** An RFC 3339 instant as a datetime-local value in the reader's zone ("" if not one). */
