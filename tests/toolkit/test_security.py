@@ -66,10 +66,11 @@ class SyncAuthenticator:
 RING = KeyRing([generate_signing_key("EdDSA", now=datetime.now(UTC))])
 
 
-def token(*scopes: str) -> str:
+def token(*scopes: str, methods: tuple[str, ...] = ("pwd",)) -> str:
     claims = access_token_claims(
         issuer=ISSUER, audience=AUDIENCE, subject=USER_ID, session_id=SESSION_ID,
         scopes=frozenset(scopes), lifetime=300, now=int(datetime.now(UTC).timestamp()),
+        methods=methods,
     )
     return RING.sign(claims)
 
@@ -219,6 +220,8 @@ async def test_install_on_an_existing_app_does_the_same() -> None:
         ({"audit": object()}, "record"),
         ({"audit": SyncSink()}, "async record"),
         ({"authenticator": SyncAuthenticator()}, "async authenticate"),
+        ({"second_factor_for": "reports:write"}, "not one string"),
+        ({"second_factor_for": {"users:write"}}, "not in permissions"),
     ],
 )
 def test_a_misconfiguration_fails_at_construction(overrides: dict[str, Any], message: str) -> None:
@@ -361,3 +364,35 @@ async def test_fastapis_default_docs_are_served_from_the_package_under_their_csp
     for asset in ("/docs/swagger-init.js", "/docs/static/swagger-ui-bundle.js"):
         assert (await client.get(asset)).status_code == 200, asset
     assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def test_a_permission_can_require_a_sign_in_with_a_second_factor() -> None:
+    """RFC 9470 step-up: ``second_factor_for`` routes need a token whose ``amr`` holds a
+    second factor; the other routes, and a token without the permission, are as before."""
+    guarded = reports_app(security(second_factor_for={"reports:write"}))
+    async for client in serving(guarded):
+        with capture_logs() as logs:
+            password_only = await client.post(
+                "/reports", headers=bearer(token("reports:write"))
+            )
+        assert password_only.status_code == 403
+        assert password_only.headers["content-type"] == "application/problem+json"
+        challenge = password_only.headers["www-authenticate"]
+        assert 'error="insufficient_user_authentication"' in challenge
+        [event] = [line for line in logs if line["event"] == "security_event"]
+        assert event["details"]["reason"] == "second_factor_required"
+        # No amr at all (a token of another issuer) proves no second factor either.
+        no_amr = await client.post("/reports", headers=bearer(token("reports:write", methods=())))
+        assert no_amr.status_code == 403
+        for methods in (("otp", "pwd"), ("mfa", "pwd")):
+            stepped_up = await client.post(
+                "/reports", headers=bearer(token("reports:write", methods=methods))
+            )
+            assert stepped_up.status_code == 200, (methods, stepped_up.text)
+        # Missing the permission is still insufficient_scope, whatever the factors.
+        scope = await client.post(
+            "/reports", headers=bearer(token("reports:read", methods=("otp", "pwd")))
+        )
+        assert 'error="insufficient_scope"' in scope.headers["www-authenticate"]
+        read = await client.get("/reports", headers=bearer(token("reports:read")))
+        assert read.status_code == 200
