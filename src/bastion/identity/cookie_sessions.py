@@ -21,9 +21,7 @@ opened, however active.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -48,6 +46,7 @@ from bastion.middleware.route_template import route_template
 from bastion.security.csrf import CSRF_HEADER, CsrfTokens, origin_refusal
 from bastion.security.permissions import granted_permissions
 from bastion.security.principal import Principal
+from bastion.security.secret_tokens import hash_secret_token, new_secret_token
 from bastion.storage.database import Database, StorageUnavailable
 from bastion.storage.outages import Outage
 from bastion.storage.revocations import RevocationStore
@@ -58,7 +57,7 @@ SESSION_COOKIE = "bastion_session"
 CSRF_COOKIE = "bastion_csrf"
 HOST_PREFIX = "__Host-"
 INVALID_SESSION_DETAIL = "The session is not valid; sign in again."
-# What ``secrets.token_urlsafe(32)`` makes; anything else is refused before it is hashed.
+# What ``new_secret_token()`` makes; anything else is refused before it is hashed.
 _WELL_FORMED = re.compile(r"[A-Za-z0-9_-]{43}")
 _CACHE_ENTRIES = 10_000
 
@@ -81,11 +80,6 @@ _BY_SECRET = (
     .join(User.__table__, _users.id == _sessions.user_id)
     .where(_sessions.secret_hash == bindparam("secret_hash"))
 )
-
-
-def hash_cookie_secret(secret: str) -> str:
-    """The cookie's value is 256 random bits: a plain SHA-256 stores it safely."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +192,11 @@ class CookieSessions:
         """A new cookie session for an account whose password (and second factor) was just
         verified on its locked row (``Grants.cookie_sign_in``), holding every permission of
         its roles."""
-        secret = secrets.token_urlsafe(32)
+        secret = new_secret_token()
         login = new_login_session(
             account, granted_permissions(account.roles), now, audit,
             lifetime_seconds=self.settings.cookie_max_ttl,
-            kind=COOKIE_KIND, secret_hash=hash_cookie_secret(secret), methods=methods,
+            kind=COOKIE_KIND, secret_hash=hash_secret_token(secret), methods=methods,
         )
         session.add(login)
         return CookieLogin(secret=secret, session_id=str(login.id))
@@ -239,7 +233,7 @@ class CookieSessions:
         self.require_started()
         if not _WELL_FORMED.fullmatch(value):
             raise Unauthenticated(INVALID_SESSION_DETAIL, token_presented=True)
-        key = hash_cookie_secret(value)
+        key = hash_secret_token(value)
         now = self.clock()
         known = self._known.get(key)
         if known is None or time.monotonic() - known.read_at >= self._recheck_seconds:

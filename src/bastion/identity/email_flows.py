@@ -1,6 +1,6 @@
 """Mailed links: proving an email address, and resetting a forgotten password.
 
-A link carries a random token (256 bits, ``secrets.token_urlsafe``); the database keeps
+A link carries a random token (256 bits, ``security.secret_tokens``); the database keeps
 only its SHA-256 (``EmailToken.token_hash``), so a copy of the table opens no link. A token
 is single use (spent by a conditional UPDATE on ``used_at IS NULL``, so of concurrent uses
 exactly one wins, on SQLite and PostgreSQL alike), expires (verification: 24 h, reset:
@@ -26,8 +26,6 @@ answered alike, audited as ``throttled``), beside the routes' own quota
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +45,7 @@ from bastion.mail.outbox import content_context, enqueue_mail
 from bastion.security.encryption import EncryptionKeys
 from bastion.security.passwords import PasswordHasher, password_problems
 from bastion.security.principal import Principal
+from bastion.security.secret_tokens import hash_secret_token, new_secret_token
 from bastion.security.tokens import INVALID_TOKEN_DETAIL
 from bastion.storage.database import Database
 from bastion.storage.tables import EmailToken, User
@@ -58,7 +57,6 @@ VERIFY_TTL = timedelta(hours=24)
 RESET_TTL = timedelta(minutes=30)
 # At most one mail per account and purpose this often, whoever asks and from wherever.
 MAIL_INTERVAL = timedelta(seconds=60)
-TOKEN_BYTES = 32
 # The throttle's read on the unknown-address path: no account has this id.
 _NOBODY = uuid.UUID(int=0)
 
@@ -79,16 +77,6 @@ class MailWaker(Protocol):
     """The outbox's sender, as these flows see it: told to look once a mail is committed."""
 
     def wake(self) -> None: ...
-
-
-def new_mail_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def hash_mail_token(token: str) -> str:
-    """Tokens are 256-bit random: a plain SHA-256 is enough to store them safely (no
-    dictionary to try), and it lets the token be found by an indexed equality."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def verify_link(public_url: str, token: str) -> str:
@@ -162,7 +150,7 @@ async def _find_token(
                 User.disabled,
             )
             .join(User, User.id == EmailToken.user_id)
-            .where(EmailToken.token_hash == hash_mail_token(token), EmailToken.purpose == purpose)
+            .where(EmailToken.token_hash == hash_secret_token(token), EmailToken.purpose == purpose)
         )
     ).one_or_none()
     if row is None:
@@ -246,14 +234,14 @@ class EmailFlows:
             .where(EmailToken.user_id == user.id, EmailToken.purpose == purpose)
             .execution_options(synchronize_session=False)
         )
-        token = new_mail_token()
+        token = new_secret_token()
         ttl = VERIFY_TTL if purpose == VERIFY else RESET_TTL
         session.add(
             EmailToken(
                 id=uuid.uuid4(),
                 user_id=user.id,
                 purpose=purpose,
-                token_hash=hash_mail_token(token),
+                token_hash=hash_secret_token(token),
                 email=user.email,
                 created_at=now,
                 expires_at=now + ttl,
@@ -354,8 +342,8 @@ class EmailFlows:
             .where(EmailToken.user_id == _NOBODY, EmailToken.purpose == RESET)
             .execution_options(synchronize_session=False)
         )
-        token = new_mail_token()
-        hash_mail_token(token)
+        token = new_secret_token()
+        hash_secret_token(token)
         message_id = new_message_id(self.settings.mail_from)
         message = build_message(
             sender=self.settings.mail_from,

@@ -42,7 +42,7 @@ from bastion.security.permissions import (
     parse_scope,
     resolve_scope,
 )
-from bastion.security.tokens import hash_refresh_token, new_refresh_token
+from bastion.security.tokens import hash_secret_token, new_secret_token
 from bastion.storage.database import Database
 from bastion.storage.tables import LoginSession, MfaChallenge, RefreshToken, User
 
@@ -114,11 +114,6 @@ def _refuse_without_code(audit: AuditContext) -> _WithoutCode[Any]:
     return refuse
 
 
-def hash_mfa_token(token: str) -> str:
-    """``mfa_token`` is 256 random bits: a SHA-256 stores it safely, as a refresh token."""
-    return hash_refresh_token(token)
-
-
 def requested_scope(scope: str | None) -> frozenset[str] | None:
     """The scope a grant asks for; unknown permissions are refused before any other work."""
     try:
@@ -165,12 +160,12 @@ class Grants:
                     or_(MfaChallenge.used_at.is_not(None), MfaChallenge.expires_at <= now),
                 )
             )
-            token = new_refresh_token()
+            token = new_secret_token()
             session.add(
                 MfaChallenge(
                     id=uuid.uuid4(),
                     user_id=fresh.user_id,
-                    token_hash=hash_mfa_token(token),
+                    token_hash=hash_secret_token(token),
                     scope=None if requested is None else " ".join(sorted(requested)),
                     created_at=now,
                     expires_at=now + timedelta(seconds=MFA_CHALLENGE_SECONDS),
@@ -337,7 +332,7 @@ class Grants:
     async def _settle_mfa(
         self, session: AsyncSession, mfa_token: str, proof: FactorProof, audit: AuditContext
     ) -> TokenResponse | _Refusal:
-        token_hash = hash_mfa_token(mfa_token)
+        token_hash = hash_secret_token(mfa_token)
         owner = await session.scalar(
             select(MfaChallenge.user_id).where(MfaChallenge.token_hash == token_hash)
         )
@@ -409,7 +404,7 @@ class Grants:
     ) -> TokenResponse | _Refusal:
         """One transaction: find the token, lock the user, its session and the token (in
         that order, like every writer), decide on that fresh state, spend the token."""
-        token_hash = hash_refresh_token(refresh_token)
+        token_hash = hash_secret_token(refresh_token)
         owner = await session.execute(
             select(LoginSession.user_id, LoginSession.id)
             .join(RefreshToken, RefreshToken.session_id == LoginSession.id)

@@ -17,7 +17,7 @@ from bastion.audit.events import AuditEventType, Outcome
 from bastion.config import Settings
 from bastion.identity.freshness import AccountState
 from bastion.identity.schemas import TokenResponse
-from bastion.security.tokens import access_token_claims, hash_refresh_token, new_refresh_token
+from bastion.security.tokens import access_token_claims, hash_secret_token, new_secret_token
 from bastion.storage.signing_keys import KeyRingHolder
 from bastion.storage.tables import LoginSession, RefreshToken
 
@@ -84,14 +84,14 @@ class TokenIssuer:
         event: AuditEventType,
     ) -> TokenResponse:
         """New access and refresh tokens for ``login``, audited as ``event``."""
-        refresh = new_refresh_token()
+        refresh = new_secret_token()
         refresh_expiry = min(
             now + timedelta(seconds=self.settings.refresh_token_ttl), login.expires_at
         )
         session.add(
             RefreshToken(
                 session_id=login.id,
-                token_hash=hash_refresh_token(refresh),
+                token_hash=hash_secret_token(refresh),
                 created_at=now,
                 expires_at=refresh_expiry,
             )

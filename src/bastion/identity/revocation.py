@@ -21,7 +21,7 @@ from bastion.audit.events import AuditEventType, Outcome
 from bastion.clock import Clock, utc_now
 from bastion.config import Settings
 from bastion.security.principal import Principal
-from bastion.security.tokens import LEEWAY_SECONDS, InvalidToken, TokenVerifier, hash_refresh_token
+from bastion.security.tokens import LEEWAY_SECONDS, InvalidToken, TokenVerifier, hash_secret_token
 from bastion.storage.database import Database
 from bastion.storage.revocations import RevocationStore
 from bastion.storage.signing_keys import KeyRingHolder
@@ -116,7 +116,7 @@ class Revocation:
         row = await session.execute(
             select(RefreshToken, LoginSession)
             .join(LoginSession, RefreshToken.session_id == LoginSession.id)
-            .where(RefreshToken.token_hash == hash_refresh_token(token))
+            .where(RefreshToken.token_hash == hash_secret_token(token))
         )
         found = row.one_or_none()
         if found is not None:

@@ -7,8 +7,8 @@ and tokens that carry their own key material (``jwk``, ``jku``, ``x5u``, ``x5c``
 refused before the signature is even checked. Nothing is ever fetched from a URL.
 
 The claims live in ``access_claims``, the keys in ``signing_keys``, the cache of verified
-tokens in ``token_cache`` and refresh tokens in ``refresh_tokens``; their names are also
-importable from here, the one door to access tokens.
+tokens in ``token_cache`` and opaque secrets (refresh tokens among them) in
+``secret_tokens``; their names are also importable from here, the one door to access tokens.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bastion.security.access_claims import (
     access_token_claims,
     read_access_claims,
 )
-from bastion.security.refresh_tokens import hash_refresh_token, new_refresh_token
+from bastion.security.secret_tokens import hash_secret_token, new_secret_token
 from bastion.security.signing_keys import (
     SigningKey,
     generate_signing_key,
@@ -195,8 +195,8 @@ __all__ = [
     "checked_header",
     "decode_access_token",
     "generate_signing_key",
-    "hash_refresh_token",
-    "new_refresh_token",
+    "hash_secret_token",
+    "new_secret_token",
     "pinned_key",
     "shared_secret_key",
     "signing_key_from_pem",
