@@ -39,6 +39,7 @@ from bastion.audit.events import AuditEventType, Outcome
 from bastion.clock import Clock, utc_now
 from bastion.config import Settings
 from bastion.errors import BadRequest, InvalidFields, Unauthenticated
+from bastion.identity.freshness import lock_user
 from bastion.identity.revocation import Revocation
 from bastion.mail.message import build_message, new_message_id, serialize
 from bastion.mail.outbox import content_context, enqueue_mail
@@ -168,18 +169,6 @@ async def _find_token(
     )
 
 
-async def _lock_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
-    """The account, row-locked until the commit (``freshness``' lock order: the user row
-    first, then its tokens and sessions, the audit chain head last)."""
-    user: User | None = await session.scalar(
-        select(User)
-        .where(User.id == user_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return user
-
-
 async def _spend(
     session: AsyncSession, found: _FoundToken, account_email: str, now: datetime
 ) -> bool:
@@ -198,6 +187,17 @@ async def _spend(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def _claim(session: AsyncSession, found: _FoundToken, now: datetime) -> User | str:
+    """The token's account, row-locked, once the token is spent on it; else why not (the
+    audit's reason): the account is gone or disabled, or the token was spent meanwhile."""
+    user = await lock_user(session, found.user_id)
+    if user is None or user.disabled:
+        return "disabled"
+    if not await _spend(session, found, user.email, now):
+        return "used"
+    return user
 
 
 @dataclass(kw_only=True, slots=True)
@@ -273,7 +273,7 @@ class EmailFlows:
         now = self.clock()
         event = AuditEventType.EMAIL_VERIFICATION_REQUESTED
         async with self.database.transaction() as session:
-            user = await _lock_user(session, user_id)
+            user = await lock_user(session, user_id)
             if user is None or user.disabled:
                 raise Unauthenticated(INVALID_TOKEN_DETAIL, token_presented=True)
             if user.email_verified:
@@ -367,14 +367,12 @@ class EmailFlows:
             found = await _find_token(session, token, VERIFY)
             refusal: str | None = "unknown_token" if found is None else found.refusal(now)
             if found is not None and refusal is None:
-                user = await _lock_user(session, found.user_id)
-                if user is None or user.disabled:
-                    refusal = "disabled"
-                elif not await _spend(session, found, user.email, now):
-                    refusal = "used"
+                claimed = await _claim(session, found, now)
+                if isinstance(claimed, str):
+                    refusal = claimed
                 else:
-                    user.email_verified = True
-                    user.updated_at = now
+                    claimed.email_verified = True
+                    claimed.updated_at = now
                     await session.flush()
             subject = str(found.user_id) if found is not None else None
             if refusal is None:
@@ -418,18 +416,16 @@ class EmailFlows:
         event = AuditEventType.PASSWORD_RESET_COMPLETED
         async with self.database.transaction() as session:
             now = self.clock()
-            user = await _lock_user(session, found.user_id)
-            if user is None or user.disabled:
-                refusal = "disabled"
-            elif not await _spend(session, found, user.email, now):
-                refusal = "used"
+            claimed = await _claim(session, found, now)
+            if isinstance(claimed, str):
+                refusal = claimed
             else:
                 # Only the hash: failed_logins, locked_until and lockouts are the login's.
-                user.password_hash = new_hash
-                user.updated_at = now
+                claimed.password_hash = new_hash
+                claimed.updated_at = now
                 await session.flush()
                 await self.revocation.revoke_live_sessions(
-                    session, user.id, reason="password_reset"
+                    session, claimed.id, reason="password_reset"
                 )
             if refusal is None:
                 await audit.as_actor(str(found.user_id)).record(

@@ -97,18 +97,25 @@ async def read_account(database: Database, *where: ColumnElement[bool]) -> Accou
     return AccountState.of(user) if user is not None else None
 
 
-async def lock_account(session: AsyncSession, user_id: uuid.UUID) -> AccountState | None:
-    """Step 3: the account as it is now, row-locked until ``session`` commits.
+async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The user row as it is now, row-locked until ``session`` commits (for a unit of work
+    that changes the row through the ORM).
 
     Lock order everywhere: the user row first, then its sessions and refresh tokens, the
     audit chain head last, so two units of work wait for each other instead of deadlocking.
     """
-    user = await session.scalar(
+    user: User | None = await session.scalar(
         select(User)
         .where(User.id == user_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+    return user
+
+
+async def lock_account(session: AsyncSession, user_id: uuid.UUID) -> AccountState | None:
+    """Step 3: the account as it is now, row-locked until ``session`` commits."""
+    user = await lock_user(session, user_id)
     return AccountState.of(user) if user is not None else None
 
 
